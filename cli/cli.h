@@ -1,0 +1,55 @@
+// cli.h — the ftk binary: one file per subcommand, a tiny flag parser, and the only place that
+// prints for humans and exits. Exit codes: 0 ok, 1 runtime failure, 2 usage.
+#ifndef FTK_CLI_H
+#define FTK_CLI_H
+
+#include <stdint.h>
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+
+// Flag table: a command declares its flags with defaults and help; cli_parse fills them.
+typedef enum { FLAG_STR, FLAG_INT, FLAG_FLOAT, FLAG_BOOL, FLAG_LIST } FlagType;
+typedef struct {
+    const char *name;     // "--lora-r"
+    FlagType type;
+    const char *def;      // default as text (NULL = unset)
+    const char *help;
+    // filled by cli_parse:
+    const char *value;    // last value given (or def); for FLAG_LIST every value joined by ','
+    int given;
+    char *list_buf;       // internal (FLAG_LIST)
+} Flag;
+
+typedef struct {
+    const char *name;          // "sft"
+    const char *summary;       // one line
+    const char *usage;         // "ftk sft --model M --train-file F --output-dir D [flags]"
+    Flag *flags;               // terminated by a {NULL} entry
+    int n_positional_max;      // how many positional arguments are accepted
+    const char *positional[4]; // filled
+    int n_positional;
+} Command;
+
+// Parses argv (after the command name). Prints help and exits 0 on --help; prints the problem and
+// exits 2 on a usage error.
+void cli_parse(Command *cmd, int argc, char **argv);
+const Flag *cli_flag(const Command *cmd, const char *name);
+const char *cli_str(const Command *cmd, const char *name);   // NULL when unset
+int cli_int(const Command *cmd, const char *name);
+double cli_float(const Command *cmd, const char *name);
+int cli_bool(const Command *cmd, const char *name);
+int cli_given(const Command *cmd, const char *name);
+void cli_usage_error(const Command *cmd, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+void cli_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));  // "ftk: error: ..." exit 1
+void cli_print_help(const Command *cmd);
+int cli_stderr_is_tty(void);
+void cli_set_threads(int n);   // OpenBLAS threads; 0 = leave default
+
+// Subcommands (cli/cmd_*.c)
+int cmd_info(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+
+#endif

@@ -1,0 +1,135 @@
+// flags.c — a small flag parser: --name value, --name=value, boolean --name, --help.
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cblas.h>
+
+#include "cli/cli.h"
+
+void cli_print_help(const Command *cmd) {
+    printf("ftk %s — %s\n\nUsage: %s\n\nFlags:\n", cmd->name, cmd->summary, cmd->usage);
+    for (const Flag *f = cmd->flags; f && f->name; f++) {
+        const char *t = f->type == FLAG_INT ? " N" : f->type == FLAG_FLOAT ? " X" : f->type == FLAG_BOOL ? "" : " S";
+        char left[64];
+        snprintf(left, sizeof left, "%s%s", f->name, t);
+        printf("  %-30s %s", left, f->help);
+        if (f->def && f->type != FLAG_BOOL) printf(" (default: %s)", f->def);
+        printf("\n");
+    }
+    printf("  %-30s %s\n", "--help", "show this help");
+}
+
+void cli_usage_error(const Command *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ftk %s: ", cmd ? cmd->name : "");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nRun 'ftk %s --help' for the flags.\n", cmd ? cmd->name : "");
+    exit(EXIT_USAGE);
+}
+
+void cli_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ftk: error: ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    exit(EXIT_RUNTIME);
+}
+
+static Flag *find_flag(Command *cmd, const char *name, size_t len) {
+    for (Flag *f = cmd->flags; f && f->name; f++)
+        if (strlen(f->name) == len && strncmp(f->name, name, len) == 0) return f;
+    return NULL;
+}
+
+static void check_number(Command *cmd, Flag *f) {
+    if (!f->value) return;
+    char *end = NULL;
+    if (f->type == FLAG_INT) {
+        strtol(f->value, &end, 10);
+    } else if (f->type == FLAG_FLOAT) {
+        strtod(f->value, &end);
+    } else {
+        return;
+    }
+    if (end == f->value || *end) cli_usage_error(cmd, "%s expects a number, got '%s'", f->name, f->value);
+}
+
+void cli_parse(Command *cmd, int argc, char **argv) {
+    for (Flag *f = cmd->flags; f && f->name; f++) f->value = f->def;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            cli_print_help(cmd);
+            exit(0);
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            if (cmd->n_positional >= cmd->n_positional_max) cli_usage_error(cmd, "unexpected argument '%s'", a);
+            cmd->positional[cmd->n_positional++] = a;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        Flag *f = find_flag(cmd, a, len);
+        if (!f) cli_usage_error(cmd, "unknown flag '%.*s'", (int)len, a);
+        const char *val;
+        if (f->type == FLAG_BOOL) {
+            val = eq ? eq + 1 : "1";
+            if (strcmp(val, "true") == 0) val = "1";
+            if (strcmp(val, "false") == 0) val = "0";
+        } else if (eq) {
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc) cli_usage_error(cmd, "%s needs a value", f->name);
+            val = argv[++i];
+        }
+        if (f->type == FLAG_LIST && f->given) {
+            size_t n = strlen(f->list_buf) + strlen(val) + 2;
+            char *nb = malloc(n);
+            snprintf(nb, n, "%s,%s", f->list_buf, val);
+            free(f->list_buf);
+            f->list_buf = nb;
+            f->value = nb;
+        } else if (f->type == FLAG_LIST) {
+            f->list_buf = strdup(val);
+            f->value = f->list_buf;
+        } else {
+            f->value = val;
+        }
+        f->given = 1;
+        check_number(cmd, f);
+    }
+}
+
+const Flag *cli_flag(const Command *cmd, const char *name) {
+    for (const Flag *f = cmd->flags; f && f->name; f++)
+        if (strcmp(f->name, name) == 0) return f;
+    fprintf(stderr, "internal error: flag %s not declared for ftk %s\n", name, cmd->name);
+    abort();
+}
+
+const char *cli_str(const Command *cmd, const char *name) { return cli_flag(cmd, name)->value; }
+int cli_int(const Command *cmd, const char *name) {
+    const char *v = cli_str(cmd, name);
+    return v ? (int)strtol(v, NULL, 10) : 0;
+}
+double cli_float(const Command *cmd, const char *name) {
+    const char *v = cli_str(cmd, name);
+    return v ? strtod(v, NULL) : 0.0;
+}
+int cli_bool(const Command *cmd, const char *name) {
+    const char *v = cli_str(cmd, name);
+    return v && strcmp(v, "0") != 0 && *v;
+}
+int cli_given(const Command *cmd, const char *name) { return cli_flag(cmd, name)->given; }
+
+int cli_stderr_is_tty(void) { return isatty(2); }
+
+void cli_set_threads(int n) {
+    if (n > 0) openblas_set_num_threads(n);
+}

@@ -1,0 +1,12 @@
+// loaders.h — per-format loaders behind model_load (model.c). Each fills m->cfg, m->w (via
+// model_alloc_weights), m->tok, m->format and m->src_dtype, or returns an error naming the file.
+#ifndef FTK_LOADERS_H
+#define FTK_LOADERS_H
+
+#include "model/model.h"
+
+int load_hf_dir(Model *m, const char *dir, char *err);                     // hf.c
+int load_gguf(Model *m, const char *path, char *err);                      // gguf_model.c
+int load_llama2c(Model *m, const char *path, const char *tok_path, char *err);  // llama2c.c
+
+#endif

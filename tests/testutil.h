@@ -1,0 +1,27 @@
+// testutil.h — helpers shared by the cmocka suites: locating ../shared, reading .npy files,
+// comparing float arrays, temp dirs, running the ftk binary.
+#ifndef FTK_TESTUTIL_H
+#define FTK_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+// $FTK_SHARED or "../shared" relative to the repo; returns a static buffer with "<shared>/<rel>".
+const char *shared_path(const char *rel);
+// Reads a little-endian float32 C-order .npy; *shape gets up to 4 dims. malloc'ed data.
+float *npy_read_f32(const char *path, int *ndim, int shape[4]);
+// max |a - b| over n values
+double max_abs_diff(const float *a, const float *b, size_t n);
+// Makes a fresh empty temp directory (static buffer), removed by test_rmtree.
+const char *test_tmpdir(const char *tag);
+void test_rmtree(const char *dir);
+// Path to the ftk binary ($FTK_BIN), for CLI tests.
+const char *ftk_bin(void);
+// Runs a shell command, returns its exit status (0..255), captures stdout+stderr into *out (malloc'ed) if out != NULL.
+int run_cmd(const char *cmd, char **out);
+
+#endif
