@@ -13,7 +13,6 @@ int tokenizer_load_spm_model(Tokenizer **o, const char *p, char *err) { (void)o;
 int tokenizer_load_llama2c(Tokenizer **o, const char *p, int v, char *err) { (void)o; (void)v; return ftk_err(err, "%s: not implemented", p); }
 int tokenizer_load_gpt2_files(Tokenizer **o, const char *a, const char *b, char *err) { (void)o; (void)b; return ftk_err(err, "%s: not implemented", a); }
 int tokenizer_load_hf_json(Tokenizer **o, const char *p, char *err) { (void)o; return ftk_err(err, "%s: not implemented", p); }
-int tokenizer_load_gguf(Tokenizer **o, const char *p, char *err) { (void)o; return ftk_err(err, "%s: not implemented", p); }
 int tokenizer_load_hf_dir(Tokenizer **o, const char *p, char *err) { (void)o; return ftk_err(err, "%s: not implemented", p); }
 void tokenizer_free(Tokenizer *t) { free(t); }
 int tokenizer_encode(const Tokenizer *t, const char *text, int a, int b, int **ids, int *n, char *err) {
