@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include "model/transformer.h"
+
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
 
@@ -15,26 +17,27 @@ typedef struct {
     FlagType type;
     const char *def;      // default as text (NULL = unset)
     const char *help;
-    // filled by cli_parse:
-    const char *value;    // last value given (or def); for FLAG_LIST every value joined by ','
-    int given;
-    char *list_buf;       // internal (FLAG_LIST)
 } Flag;
+
+#define CLI_MAX_FLAGS 96
 
 typedef struct {
     const char *name;          // "sft"
     const char *summary;       // one line
     const char *usage;         // "ftk sft --model M --train-file F --output-dir D [flags]"
-    Flag *flags;               // terminated by a {NULL} entry
+    const Flag *flags;         // terminated by a {0} entry
     int n_positional_max;      // how many positional arguments are accepted
-    const char *positional[4]; // filled
+    // filled by cli_parse:
+    const char *positional[4];
     int n_positional;
+    const char *value[CLI_MAX_FLAGS];  // per flag: last value given, or the default; FLAG_LIST joins with ','
+    int given[CLI_MAX_FLAGS];
+    char *list_buf[CLI_MAX_FLAGS];
 } Command;
 
 // Parses argv (after the command name). Prints help and exits 0 on --help; prints the problem and
 // exits 2 on a usage error.
 void cli_parse(Command *cmd, int argc, char **argv);
-const Flag *cli_flag(const Command *cmd, const char *name);
 const char *cli_str(const Command *cmd, const char *name);   // NULL when unset
 int cli_int(const Command *cmd, const char *name);
 double cli_float(const Command *cmd, const char *name);
@@ -45,6 +48,21 @@ void cli_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)
 void cli_print_help(const Command *cmd);
 int cli_stderr_is_tty(void);
 void cli_set_threads(int n);   // OpenBLAS threads; 0 = leave default
+
+// Loads a model with its tokenizer or exits 1 with the loader's error.
+void cli_load_model(Model *m, const char *path, const char *tokenizer);
+
+// An adapter directory loaded for inference (generate, logits, eval); inactive when no dir given.
+typedef struct {
+    int active;
+    void *adapters;          // lora/ Adapters
+    ModelAdapters hooks;     // what the forward consumes
+} CliAdapter;
+void cli_load_adapter(CliAdapter *a, const Model *m, const char *dir);
+void cli_free_adapter(CliAdapter *a);
+
+// Trainable parameters of a LoRA (rank r > 0 on target_modules) and/or soft prompt for cfg.
+int cli_info_trainable(const ModelConfig *cfg, int r, const char *targets, int n_virtual, size_t *out, char *err);
 
 // Subcommands (cli/cmd_*.c)
 int cmd_info(int argc, char **argv);

@@ -10,7 +10,7 @@
 
 void cli_print_help(const Command *cmd) {
     printf("ftk %s — %s\n\nUsage: %s\n\nFlags:\n", cmd->name, cmd->summary, cmd->usage);
-    for (const Flag *f = cmd->flags; f && f->name; f++) {
+    for (const Flag *f = cmd->flags; f->name; f++) {
         const char *t = f->type == FLAG_INT ? " N" : f->type == FLAG_FLOAT ? " X" : f->type == FLAG_BOOL ? "" : " S";
         char left[64];
         snprintf(left, sizeof left, "%s%s", f->name, t);
@@ -41,27 +41,39 @@ void cli_die(const char *fmt, ...) {
     exit(EXIT_RUNTIME);
 }
 
-static Flag *find_flag(Command *cmd, const char *name, size_t len) {
-    for (Flag *f = cmd->flags; f && f->name; f++)
-        if (strlen(f->name) == len && strncmp(f->name, name, len) == 0) return f;
-    return NULL;
+static int find_flag(const Command *cmd, const char *name, size_t len) {
+    for (int i = 0; cmd->flags[i].name; i++)
+        if (strlen(cmd->flags[i].name) == len && strncmp(cmd->flags[i].name, name, len) == 0) return i;
+    return -1;
 }
 
-static void check_number(Command *cmd, Flag *f) {
-    if (!f->value) return;
+static void check_number(Command *cmd, int i) {
+    const Flag *f = &cmd->flags[i];
+    const char *v = cmd->value[i];
     char *end = NULL;
+    if (!v) return;
     if (f->type == FLAG_INT) {
-        strtol(f->value, &end, 10);
+        strtol(v, &end, 10);
     } else if (f->type == FLAG_FLOAT) {
-        strtod(f->value, &end);
+        strtod(v, &end);
     } else {
         return;
     }
-    if (end == f->value || *end) cli_usage_error(cmd, "%s expects a number, got '%s'", f->name, f->value);
+    if (end == v || *end) cli_usage_error(cmd, "%s expects a number, got '%s'", f->name, v);
 }
 
 void cli_parse(Command *cmd, int argc, char **argv) {
-    for (Flag *f = cmd->flags; f && f->name; f++) f->value = f->def;
+    int n_flags = 0;
+    while (cmd->flags[n_flags].name) n_flags++;
+    if (n_flags > CLI_MAX_FLAGS) {
+        fprintf(stderr, "internal error: too many flags for ftk %s\n", cmd->name);
+        abort();
+    }
+    for (int i = 0; i < n_flags; i++) {
+        cmd->value[i] = cmd->flags[i].def;
+        cmd->given[i] = 0;
+        cmd->list_buf[i] = NULL;
+    }
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -75,8 +87,9 @@ void cli_parse(Command *cmd, int argc, char **argv) {
         }
         const char *eq = strchr(a, '=');
         size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        Flag *f = find_flag(cmd, a, len);
-        if (!f) cli_usage_error(cmd, "unknown flag '%.*s'", (int)len, a);
+        int k = find_flag(cmd, a, len);
+        if (k < 0) cli_usage_error(cmd, "unknown flag '%.*s'", (int)len, a);
+        const Flag *f = &cmd->flags[k];
         const char *val;
         if (f->type == FLAG_BOOL) {
             val = eq ? eq + 1 : "1";
@@ -88,32 +101,34 @@ void cli_parse(Command *cmd, int argc, char **argv) {
             if (i + 1 >= argc) cli_usage_error(cmd, "%s needs a value", f->name);
             val = argv[++i];
         }
-        if (f->type == FLAG_LIST && f->given) {
-            size_t n = strlen(f->list_buf) + strlen(val) + 2;
+        if (f->type == FLAG_LIST && cmd->given[k]) {
+            size_t n = strlen(cmd->list_buf[k]) + strlen(val) + 2;
             char *nb = malloc(n);
-            snprintf(nb, n, "%s,%s", f->list_buf, val);
-            free(f->list_buf);
-            f->list_buf = nb;
-            f->value = nb;
+            snprintf(nb, n, "%s,%s", cmd->list_buf[k], val);
+            free(cmd->list_buf[k]);
+            cmd->list_buf[k] = nb;
+            cmd->value[k] = nb;
         } else if (f->type == FLAG_LIST) {
-            f->list_buf = strdup(val);
-            f->value = f->list_buf;
+            cmd->list_buf[k] = strdup(val);
+            cmd->value[k] = cmd->list_buf[k];
         } else {
-            f->value = val;
+            cmd->value[k] = val;
         }
-        f->given = 1;
-        check_number(cmd, f);
+        cmd->given[k] = 1;
+        check_number(cmd, k);
     }
 }
 
-const Flag *cli_flag(const Command *cmd, const char *name) {
-    for (const Flag *f = cmd->flags; f && f->name; f++)
-        if (strcmp(f->name, name) == 0) return f;
-    fprintf(stderr, "internal error: flag %s not declared for ftk %s\n", name, cmd->name);
-    abort();
+static int flag_index(const Command *cmd, const char *name) {
+    int k = find_flag(cmd, name, strlen(name));
+    if (k < 0) {
+        fprintf(stderr, "internal error: flag %s not declared for ftk %s\n", name, cmd->name);
+        abort();
+    }
+    return k;
 }
 
-const char *cli_str(const Command *cmd, const char *name) { return cli_flag(cmd, name)->value; }
+const char *cli_str(const Command *cmd, const char *name) { return cmd->value[flag_index(cmd, name)]; }
 int cli_int(const Command *cmd, const char *name) {
     const char *v = cli_str(cmd, name);
     return v ? (int)strtol(v, NULL, 10) : 0;
@@ -126,7 +141,7 @@ int cli_bool(const Command *cmd, const char *name) {
     const char *v = cli_str(cmd, name);
     return v && strcmp(v, "0") != 0 && *v;
 }
-int cli_given(const Command *cmd, const char *name) { return cli_flag(cmd, name)->given; }
+int cli_given(const Command *cmd, const char *name) { return cmd->given[flag_index(cmd, name)]; }
 
 int cli_stderr_is_tty(void) { return isatty(2); }
 
