@@ -4,6 +4,7 @@
 #   scripts/test.sh --sanitize   ASan+UBSan build in build-asan/, the suites labelled for it
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh
 export FTK_SHARED="${FTK_SHARED:-$(cd .. && pwd)/shared}"
 jobs=$(nproc 2>/dev/null || echo 2)
 if [ "${1:-}" = "--sanitize" ]; then
