@@ -8,5 +8,8 @@
 int load_hf_dir(Model *m, const char *dir, char *err);                     // hf.c
 int load_gguf(Model *m, const char *path, char *err);                      // gguf_model.c
 int load_llama2c(Model *m, const char *path, const char *tok_path, char *err);  // llama2c.c
+// llama2c.c: config + weights of one llama2.c .bin, no tokenizer (m->tok stays NULL).
+// On failure m may hold allocated weights: release with model_free.
+int llama2c_load_weights(Model *m, const char *bin_path, char *err);
 
 #endif
