@@ -6,6 +6,9 @@
 #include "model/model.h"
 
 int load_hf_dir(Model *m, const char *dir, char *err);                     // hf.c
+// hf.c: config + weights of an HF dir, no tokenizer (m->tok stays NULL); load_hf_dir adds the
+// tokenizer. On failure m may hold allocated weights: release with model_free.
+int hf_load_weights(Model *m, const char *dir, char *err);
 int load_gguf(Model *m, const char *path, char *err);                      // gguf_model.c
 int load_llama2c(Model *m, const char *path, const char *tok_path, char *err);  // llama2c.c
 // llama2c.c: config + weights of one llama2.c .bin, no tokenizer (m->tok stays NULL).
