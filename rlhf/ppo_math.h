@@ -11,6 +11,8 @@
 // clipped to [-score_clip, score_clip] when score_clip > 0 (OpenRLHF ±10, DS-Chat ±5), is added
 // at its last valid token (TRL legacy, OpenRLHF, DS-Chat: the EOS or last generated token).
 // last_rows (B, may be NULL) receives b*T + that position. Fails if a row has no valid token.
+// (TRL's newer experimental PPOTrainer puts the score one position later, on the first pad after
+// EOS, trl issue #3750; we follow the legacy trainer and OpenRLHF.)
 int ppo_token_rewards(const float *kl, const float *scores, const uint8_t *mask, int B, int T,
                       float beta, float score_clip, float *rewards, int *last_rows, char *err);
 
