@@ -18,9 +18,10 @@
 // ---------------------------------------------------------------------------------------------
 // config.json
 
-// Integer key. Missing or null: error naming the key when required, else `def`.
-// Arrays (bos/eos lists in newer configs) give their first element.
-static int cfg_int(const cJSON *root, const char *key, int required, int def, int *out, const char *path, char *err) {
+// Integer key >= min (1 for sizes, -1 for token ids). Missing or null: error naming the key when
+// required, else `def`. Arrays (bos/eos lists in newer configs) give their first element.
+static int cfg_int_min(const cJSON *root, const char *key, int required, int def, int min, int *out, const char *path,
+                       char *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
     if (!v || cJSON_IsNull(v)) {
@@ -28,11 +29,21 @@ static int cfg_int(const cJSON *root, const char *key, int required, int def, in
         *out = def;
         return 0;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < -1.0 ||
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < (double)min ||
         v->valuedouble > 2147483647.0)
-        return ftk_err(err, "%s: \"%s\" must be an integer", path, key);
+        return ftk_err(err, "%s: \"%s\" must be an integer >= %d (within int range)", path, key, min);
     *out = (int)v->valuedouble;
     return 0;
+}
+
+// A size: a positive integer.
+static int cfg_int(const cJSON *root, const char *key, int required, int def, int *out, const char *path, char *err) {
+    return cfg_int_min(root, key, required, def, 1, out, path, err);
+}
+
+// A token id: an integer, or -1 when absent.
+static int cfg_token_id(const cJSON *root, const char *key, int *out, const char *path, char *err) {
+    return cfg_int_min(root, key, 0, -1, -1, out, path, err);
 }
 
 static int cfg_float(const cJSON *root, const char *key, float def, float *out, const char *path, char *err) {
@@ -90,8 +101,8 @@ static int llama_config(ModelConfig *c, const cJSON *root, const char *path, cha
         cfg_float(root, "rms_norm_eps", 1e-6f, &c->norm_eps, path, err) ||
         cfg_float(root, "rope_theta", 10000.0f, &c->rope_theta, path, err) ||
         cfg_bool(root, "tie_word_embeddings", 0, &c->tied_head, path, err) ||
-        cfg_int(root, "bos_token_id", 0, -1, &c->bos_id, path, err) ||
-        cfg_int(root, "eos_token_id", 0, -1, &c->eos_id, path, err))
+        cfg_token_id(root, "bos_token_id", &c->bos_id, path, err) ||
+        cfg_token_id(root, "eos_token_id", &c->eos_id, path, err))
         return -1;
     if (c->n_heads <= 0) return ftk_err(err, "%s: num_attention_heads must be positive", path);
     int hd_default = c->dim / c->n_heads;
@@ -114,15 +125,16 @@ static int gpt2_config(ModelConfig *c, const cJSON *root, const char *path, char
         cfg_int(root, "n_head", 1, 0, &c->n_heads, path, err) ||
         cfg_int(root, "vocab_size", 1, 0, &c->vocab_size, path, err) ||
         cfg_float(root, "layer_norm_epsilon", 1e-5f, &c->norm_eps, path, err) ||
-        cfg_int(root, "bos_token_id", 0, -1, &c->bos_id, path, err) ||
-        cfg_int(root, "eos_token_id", 0, -1, &c->eos_id, path, err))
+        cfg_token_id(root, "bos_token_id", &c->bos_id, path, err) ||
+        cfg_token_id(root, "eos_token_id", &c->eos_id, path, err))
         return -1;
     // n_inner null means 4 * n_embd.
     if (c->dim > (1 << 28)) return ftk_err(err, "%s: n_embd %d out of range", path, c->dim);
     if (cfg_int(root, "n_inner", 0, 4 * c->dim, &c->ffn_dim, path, err)) return -1;
     // n_positions is the table size; older configs only carry n_ctx.
     const cJSON *np = cJSON_GetObjectItemCaseSensitive(root, "n_positions");
-    if (cfg_int(root, np && !cJSON_IsNull(np) ? "n_positions" : "n_ctx", 0, -1, &c->max_seq_len, path, err)) return -1;
+    if (cfg_int_min(root, np && !cJSON_IsNull(np) ? "n_positions" : "n_ctx", 0, -1, 1, &c->max_seq_len, path, err))
+        return -1;
     if (c->max_seq_len < 0) return ftk_err(err, "%s: missing required key \"n_positions\" (or \"n_ctx\")", path);
     if (c->n_heads <= 0 || c->dim % c->n_heads != 0)
         return ftk_err(err, "%s: n_embd %d is not a multiple of n_head %d", path, c->dim, c->n_heads);
