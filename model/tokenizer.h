@@ -25,7 +25,7 @@ typedef struct Tokenizer {
     int bos_id, eos_id, unk_id, pad_id;   // -1 when absent
     int add_bos;         // prepend BOS when encoding a document
     int add_eos;
-    int add_space_prefix;  // SPM dummy prefix (default 1)
+    int add_space_prefix;  // SPM dummy prefix (default 1); BPE: ByteLevel add_prefix_space (default 0)
     char source[16];     // "spm-model", "llama2c", "gguf", "hf-json", "vocab+merges"
     void *impl;          // private lookup tables (hash maps, merge ranks, ...)
 } Tokenizer;
@@ -52,6 +52,13 @@ void tokenizer_free(Tokenizer *t);
 // *ids is malloc'ed (caller frees).
 int tokenizer_encode(const Tokenizer *t, const char *text, int add_bos, int add_eos,
                      int **ids, int *n_ids, char *err);
+
+// The same on text[0..len), with a choice about special tokens: parse_special = 1 (what
+// tokenizer_encode does) splits out every CONTROL and USER_DEFINED piece found verbatim in the
+// text, as HF tokenizers do with added tokens; 0 splits out only USER_DEFINED ones (llama.cpp's
+// parse_special = false), so that text from a data set cannot smuggle in "</s>" as EOS.
+int tokenizer_encode_ex(const Tokenizer *t, const char *text, size_t len, int add_bos, int add_eos,
+                        int parse_special, int **ids, int *n_ids, char *err);
 
 // Decodes ids to a malloc'ed UTF-8 string (SPM: the dummy-prefix space of the first piece is dropped;
 // control tokens such as BOS/EOS produce nothing).
