@@ -1,0 +1,141 @@
+// attention.c — causal softmax self-attention with GQA, soft-prompt positions and packing masks,
+// batched per (sequence, head): scores and outputs are sgemms over all T positions at once.
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "model/ops.h"
+
+// May query position i of sequence b see key position j (j <= i)? Virtual positions (< nv) are seen
+// by everyone; with packing, real positions only see their own segment.
+static int attn_allowed(const AttnShape *s, int b, int i, int j) {
+    if (j > i) return 0;
+    if (!s->seg || j < s->nv) return 1;
+    const int Tt = s->T - s->nv;
+    return s->seg[b * Tt + i - s->nv] == s->seg[b * Tt + j - s->nv];
+}
+
+// Row-wise softmax of the (T, T) scores of sequence b in place, masked entries set to 0.
+static void softmax_masked(float *S, const AttnShape *s, int b) {
+    const int T = s->T;
+    for (int i = 0; i < T; i++) {
+        float *row = S + (size_t)i * T;
+        float mx = -INFINITY;
+        for (int j = 0; j <= i; j++)
+            if (attn_allowed(s, b, i, j) && row[j] > mx) mx = row[j];
+        float sum = 0.0f;
+        for (int j = 0; j <= i; j++) {
+            float e = attn_allowed(s, b, i, j) ? expf(row[j] - mx) : 0.0f;
+            row[j] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;   // the diagonal is always allowed, so sum >= 1
+        for (int j = 0; j <= i; j++) row[j] *= inv;
+        for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+    }
+}
+
+void attention_forward(float *out, float *probs, const float *qkv, const AttnShape *s, int save_probs) {
+    const int T = s->T, H = s->n_heads, hd = s->head_dim, group = s->n_heads / s->n_kv_heads;
+    const int qd = H * hd, kvd = s->n_kv_heads * hd, ld = qd + 2 * kvd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int b = 0; b < s->B; b++) {
+        const float *base = qkv + (size_t)b * T * ld;
+        for (int h = 0; h < H; h++) {
+            const int kh = h / group;
+            const float *Q = base + h * hd, *K = base + qd + kh * hd, *V = base + qd + kvd + kh * hd;
+            float *P = save_probs ? probs + ((size_t)b * H + h) * T * T : probs;
+            // scores: (T, hd) @ (hd, T) -> (T, T)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, Q, ld, K, ld, 0.0f, P, T);
+            softmax_masked(P, s, b);
+            // (T, T) @ (T, hd) -> (T, hd), written into this head's columns of out
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, V, ld, 0.0f,
+                        out + (size_t)b * T * qd + h * hd, qd);
+        }
+    }
+}
+
+void attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv, const float *probs,
+                        const AttnShape *s) {
+    const int T = s->T, H = s->n_heads, hd = s->head_dim, group = s->n_heads / s->n_kv_heads;
+    const int qd = H * hd, kvd = s->n_kv_heads * hd, ld = qd + 2 * kvd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    memset(dqkv, 0, (size_t)s->B * T * ld * sizeof(float));
+    for (int b = 0; b < s->B; b++) {
+        const float *base = qkv + (size_t)b * T * ld;
+        float *dbase = dqkv + (size_t)b * T * ld;
+        for (int h = 0; h < H; h++) {
+            const int kh = h / group;
+            const float *Q = base + h * hd, *K = base + qd + kh * hd, *V = base + qd + kvd + kh * hd;
+            float *dQ = dbase + h * hd, *dK = dbase + qd + kh * hd, *dV = dbase + qd + kvd + kh * hd;
+            const float *P = probs + ((size_t)b * H + h) * T * T;
+            const float *dO = dout + (size_t)b * T * qd + h * hd;
+            float *dP = dprobs;
+            // dP = dO V^T: (T, hd) @ (hd, T) -> (T, T)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, qd, V, ld, 0.0f, dP, T);
+            // dV += P^T dO: (T, T)^T @ (T, hd) -> (T, hd)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, qd, 1.0f, dV, ld);
+            // softmax backward in place: dS = P * (dP - sum_j P dP); masked entries have P = 0
+            for (int i = 0; i < T; i++) {
+                const float *p = P + (size_t)i * T;
+                float *d = dP + (size_t)i * T;
+                float dot = 0.0f;
+                for (int j = 0; j <= i; j++) dot += p[j] * d[j];
+                for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot);
+                for (int j = i + 1; j < T; j++) d[j] = 0.0f;
+            }
+            // dQ = scale dS K: (T, T) @ (T, hd);  dK += scale dS^T Q: (T, T)^T @ (T, hd)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dP, T, K, ld, 0.0f, dQ, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dP, T, Q, ld, 1.0f, dK, ld);
+        }
+    }
+}
+
+// Softmax of each of `rows` rows of length L in place, where row i only sees columns j <= lim + i
+// (lim = L - 1 and step 0 for "see everything").
+static void softmax_rows_causal(float *S, int rows, int L, int lim, int step) {
+    for (int i = 0; i < rows; i++) {
+        float *row = S + (size_t)i * L;
+        const int last = lim + step * i;
+        float mx = -INFINITY;
+        for (int j = 0; j <= last; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = 0.0f;
+        for (int j = 0; j <= last; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = 0; j <= last; j++) row[j] *= inv;
+        for (int j = last + 1; j < L; j++) row[j] = 0.0f;
+    }
+}
+
+void attention_cached(float *out, int ldo, const float *q, int ldq, const float *kc, const float *vc, int M,
+                      int p0, int n_heads, int n_kv_heads, int head_dim, float *scratch) {
+    const int hd = head_dim, group = n_heads / n_kv_heads, kvd = n_kv_heads * hd, L = p0 + M;
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (M == 1) {
+        // One query: the `group` query heads sharing kv head kh are one (group, hd) matrix.
+        for (int kh = 0; kh < n_kv_heads; kh++) {
+            const float *Q = q + (size_t)kh * group * hd, *K = kc + kh * hd, *V = vc + kh * hd;
+            // (group, hd) @ (hd, L) -> (group, L)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, L, hd, scale, Q, hd, K, kvd, 0.0f,
+                        scratch, L);
+            softmax_rows_causal(scratch, group, L, L - 1, 0);
+            // (group, L) @ (L, hd) -> (group, hd)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, hd, L, 1.0f, scratch, L, V, kvd, 0.0f,
+                        out + (size_t)kh * group * hd, hd);
+        }
+        return;
+    }
+    for (int h = 0; h < n_heads; h++) {
+        const int kh = h / group;
+        const float *Q = q + h * hd, *K = kc + kh * hd, *V = vc + kh * hd;
+        // (M, hd) @ (hd, L) -> (M, L); query row i sits at position p0 + i
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, L, hd, scale, Q, ldq, K, kvd, 0.0f, scratch, L);
+        softmax_rows_causal(scratch, M, L, p0, 1);
+        // (M, L) @ (L, hd) -> (M, hd)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, hd, L, 1.0f, scratch, L, V, kvd, 0.0f,
+                    out + h * hd, ldo);
+    }
+}

@@ -1,0 +1,103 @@
+// ops.h — the transformer's per-op kernels, each *_forward next to its *_backward.
+//
+// Buffers are row-major (N rows = tokens, features). Backward functions compute gradients with
+// respect to activations only (weights are frozen); each says whether it writes (=) or
+// accumulates (+=) into its input gradient. Every matrix product is one cblas_sgemm over all rows.
+#ifndef FTK_OPS_H
+#define FTK_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/transformer.h"
+
+// ---- embedding (+ soft prompt, + learned positions) ----
+// out (B, T, C) with T = nv + Tt: row b*T + j = prompt[j] for j < nv, row b*T + nv + t =
+// tok_emb[tokens[b*Tt + t]]. When pos_emb != NULL (gpt2) every row, virtual ones included, gets
+// pos_emb[positions[b*T + j]] added. Token ids and positions must be validated by the caller.
+void embedding_forward(float *out, const int *tokens, const float *tok_emb, const float *prompt, int nv,
+                       const float *pos_emb, const int *positions, int B, int Tt, int C);
+// dprompt (nv, C) += sum over b of dout[b, 0:nv, :]. The token and position tables are frozen.
+void embedding_backward(float *dprompt, const float *dout, int B, int T, int nv, int C);
+
+// ---- residual: out = x + branch. Its backward hands dout unchanged to both inputs ----
+void residual_forward(float *out, const float *x, const float *branch, size_t n);
+void residual_backward(float *dx, float *dbranch, const float *dout, size_t n);   // both +=
+
+// ---- RMSNorm (llama): out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps) ----
+void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps);
+void rmsnorm_backward(float *dx, const float *dout, const float *x, const float *w, const float *rstd,
+                      int N, int C);   // dx +=
+
+// ---- LayerNorm (gpt2): out = (x - mean) * rstd * w + b ----
+void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b,
+                       int N, int C, float eps);
+void layernorm_backward(float *dx, const float *dout, const float *x, const float *w, const float *mean,
+                        const float *rstd, int N, int C);   // dx +=
+
+// ---- RoPE, HF rotate-half convention ----
+// cos/sin tables (N, hd/2) for the positions of N rows: angle(p, i) = p * theta^(-2i/hd), in double.
+void rope_tables(float *cos_t, float *sin_t, const int *positions, int N, int hd, float theta);
+// Rotates n_heads heads of hd values in each of N rows (row stride ld) in place: for i < hd/2,
+// (x[i], x[i+hd/2]) -> (x[i] cos - x[i+hd/2] sin, x[i+hd/2] cos + x[i] sin).
+void rope_forward(float *x, int ld, int N, int n_heads, int hd, const float *cos_t, const float *sin_t);
+// The transposed rotation applied to the gradient in place (dx = R^T dout).
+void rope_backward(float *dx, int ld, int N, int n_heads, int hd, const float *cos_t, const float *sin_t);
+
+// ---- MLP activations ----
+// SwiGLU on the fused gate/up output: gu (N, 2F) rows [gate | up]; out (N, F) = silu(gate) * up.
+void swiglu_forward(float *out, const float *gu, int N, int F);
+void swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int F);   // dgu =
+// GELU, tanh approximation (HF gelu_new): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+void gelu_forward(float *out, const float *x, size_t n);
+void gelu_backward(float *dx, const float *dout, const float *x, size_t n);   // dx =
+
+// ---- linear layers (frozen W (O, I), y = x @ W^T + bias) with the LoRA hook ----
+// out (N, n_out) = x (N, n_in) @ W^T (+ bias), W (n_out, n_in).
+void linear_forward(float *out, const float *x, const float *W, const float *bias, int N, int n_in, int n_out);
+// dx (N, n_in) = beta * dx + dout (N, n_out) @ W. beta 0 writes, 1 accumulates.
+void linear_backward(float *dx, const float *dout, const float *W, int N, int n_in, int n_out, float beta);
+
+// LoRA on a block of a (possibly fused) output of width ldo:
+//   out[:, off:off+h->out] += scale * (drop(x) @ A^T) @ B^T.
+// Dropout (inverted, p = h->dropout) only when rng != NULL and p > 0: the keep mask is drawn
+// row-major over (N, h->in) from *rng, which advances. Rows are processed in chunks that fit the
+// caller's scratch (lora_scratch_floats() per row at least).
+void lora_forward(float *out, int ldo, const float *x, int N, const LoraHook *h, uint64_t *rng,
+                  float *scratch, size_t scratch_floats);
+// Backward of lora_forward given dout (N, ldo) (the whole fused output gradient). Accumulates
+//   h->dB += scale * dout_blk^T @ (drop(x) A^T),  h->dA += scale * (dout_blk B)^T @ drop(x)
+// when those are non-NULL, and dx (N, h->in) += scale * ((dout_blk B) @ A) * mask when dx != NULL.
+// With dropout, rng_at_forward is the state *rng had when the forward began: the same mask is
+// drawn again (use_dropout 0: no mask).
+void lora_backward(float *dx, const float *dout, int ldo, const float *x, int N, const LoraHook *h,
+                   int use_dropout, uint64_t rng_at_forward, float *scratch, size_t scratch_floats);
+// Scratch floats per row that lora_forward/backward need to process one row per chunk.
+size_t lora_scratch_floats(int in, int r);
+
+// ---- causal self-attention, batched per (sequence, head) with sgemm (attention.c) ----
+typedef struct {
+    int B, T;            // sequences, positions per sequence (nv virtual + Tt real)
+    int n_heads, n_kv_heads, head_dim;
+    int nv;              // leading virtual (soft-prompt) positions, visible to every later position
+    const int *seg;      // (B, T - nv) segment ids of the real tokens, or NULL: attention stays
+                         // inside a segment (packing)
+} AttnShape;
+
+// qkv (B*T, q_dim + 2*kv_dim) rows [q | k | v] (after RoPE); out (B*T, q_dim).
+// probs: with save_probs, (B, n_heads, T, T) softmax probabilities kept for backward; otherwise
+// one (T, T) scratch reused for every head. Query head h reads kv head h / (n_heads/n_kv_heads).
+void attention_forward(float *out, float *probs, const float *qkv, const AttnShape *s, int save_probs);
+// dqkv (B*T, qkv_dim) = gradient w.r.t. qkv (written; k/v blocks sum over the query heads of a
+// group). dout (B*T, q_dim). dprobs: (T, T) scratch.
+void attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv, const float *probs,
+                        const AttnShape *s);
+
+// Attention of M consecutive query rows of ONE sequence, at positions p0 .. p0+M-1, against that
+// sequence's cached keys/values kc, vc (p0 + M rows of kv_dim, the new rows already written);
+// causal. q rows have stride ldq, out rows stride ldo. scratch: max(M, group) * (p0 + M) floats.
+// For M == 1 the query heads of a kv group are done as one (group, hd) matrix.
+void attention_cached(float *out, int ldo, const float *q, int ldq, const float *kc, const float *vc, int M,
+                      int p0, int n_heads, int n_kv_heads, int head_dim, float *scratch);
+
+#endif
