@@ -4,6 +4,9 @@
 //   training_args.json   a copy of the run's flags
 //   adapter files        written by the caller's callback (lora/), into the same directory
 // A checkpoint is built in checkpoint-N.tmp/ and renamed to checkpoint-N/ only when complete.
+// Resuming: adamw_init with the adapter's n and the run's hyperparameters, load the adapter from
+// the dir (lora/), checkpoint_load, set the data cursor and dropout RNG from the TrainerState,
+// metrics_open(..., ts.global_step), then continue with lr_at(&sched, opt.step).
 //
 // optimizer.bin, little-endian:
 //   0  char[8] "FTKADAMW"   8  u32 version (1)   12  u32 crc32 (zlib) of the m and v bytes
@@ -44,8 +47,9 @@ int checkpoint_save(const char *output_dir, const AdamW *opt, const TrainerState
                     CheckpointWriteFn write_adapter, void *user, int save_total_limit, char *err);
 
 // Loads dir's optimizer.bin into opt (already adamw_init'ed with the adapter's parameter count;
-// hyperparameters untouched) and trainer_state.json into ts (trainer_state_free it). On error
-// opt and ts are unchanged (ts is left initialised).
+// hyperparameters untouched) and trainer_state.json into ts (initialised by trainer_state_init;
+// its old extras are freed). Both files are validated before either is changed: on error opt and
+// ts are as they were.
 int checkpoint_load(const char *dir, AdamW *opt, TrainerState *ts, char *err);
 
 // The checkpoint-N with the highest N in output_dir: path into out (size n) and *step = N;

@@ -1,6 +1,8 @@
 // optim.h — AdamW over the flat trainable buffer, global-norm gradient clipping, NaN/Inf checks.
 // The parameters, gradients and both moments are each one array of n floats in the same order
-// (DESIGN.md §3), so every function here is one loop over n values.
+// (DESIGN.md §3), so every function here is one loop over n values. One update, after backward:
+//   if (check_loss_finite(loss, opt.step, err) || grad_clip(grads, n, max_grad_norm, &norm, err)) stop;
+//   adamw_step(&opt, params, grads, lr_at(&sched, opt.step));
 #ifndef FTK_SFT_OPTIM_H
 #define FTK_SFT_OPTIM_H
 
