@@ -383,7 +383,7 @@ static int prune_checkpoints(const char *output_dir, int limit, int64_t keep, ch
 int checkpoint_save(const char *output_dir, const AdamW *opt, const TrainerState *ts, const cJSON *training_args,
                     CheckpointWriteFn write_adapter, void *user, int save_total_limit, char *err) {
     if (opt->step != ts->global_step)
-        return ftk_err(err, "%s: optimizer is at step %lld but the trainer state at step %lld", output_dir,
+        return ftk_err(err, "%s: optimizer is at step %lld but the trainer state is at step %lld", output_dir,
                        (long long)opt->step, (long long)ts->global_step);
     char final[4096], tmp[4096], old[4096], path[4096];
     if (checkpoint_dir(final, sizeof final, output_dir, ts->global_step, "", err) ||
@@ -417,6 +417,7 @@ int checkpoint_save(const char *output_dir, const AdamW *opt, const TrainerState
     }
     if (rename(tmp, final) != 0) {
         ftk_err(err, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+        if (replacing) rename(old, final);  // best effort: put the previous checkpoint-N back
         rmtree(tmp, NULL);
         return -1;
     }
