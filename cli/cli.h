@@ -69,5 +69,15 @@ int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_sft(int argc, char **argv);             // cmd_sft.c
+int cmd_eval(int argc, char **argv);            // cmd_eval.c
+int cmd_rm(int argc, char **argv);              // cmd_rm.c
+int cmd_score(int argc, char **argv);           // cmd_score.c
+int cmd_ppo(int argc, char **argv);             // cmd_ppo.c
+int cmd_dpo(int argc, char **argv);             // cmd_dpo.c
+int cmd_merge(int argc, char **argv);           // cmd_merge.c
+int cmd_export_adapter(int argc, char **argv);  // cmd_export_adapter.c
+int cmd_convert(int argc, char **argv);         // cmd_convert.c
+int cmd_bench(int argc, char **argv);           // cmd_bench.c
 
 #endif

@@ -15,6 +15,16 @@ static const Sub SUBS[] = {
     {"generate", cmd_generate, "generate text from a prompt (greedy or sampled, optional adapter)"},
     {"logits", cmd_logits, "write the logits of every position to a .npy file"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"sft", cmd_sft, "supervised fine-tuning of LoRA / soft-prompt adapters on prompt-response data"},
+    {"eval", cmd_eval, "loss and perplexity of a model (+ adapter) on a dataset"},
+    {"rm", cmd_rm, "train a reward model (LoRA + score head) on preference pairs"},
+    {"score", cmd_score, "print the reward of every record under a reward model"},
+    {"ppo", cmd_ppo, "RLHF: improve a LoRA policy against a reward model with PPO"},
+    {"dpo", cmd_dpo, "direct preference optimisation of a LoRA policy"},
+    {"merge", cmd_merge, "merge adapters into the base weights and write an HF dir or GGUF"},
+    {"export-adapter", cmd_export_adapter, "write a LoRA adapter as GGUF for llama.cpp --lora"},
+    {"convert", cmd_convert, "convert a model between formats (llama2.c, HF, GGUF)"},
+    {"bench", cmd_bench, "benchmark a LoRA training step and decoding on synthetic models"},
 };
 
 static void usage(FILE *out) {

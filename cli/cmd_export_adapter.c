@@ -1,0 +1,9 @@
+// cmd_export_adapter.c — (STUB: to be implemented).
+#include <stdio.h>
+#include "cli/cli.h"
+int cmd_export_adapter(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "ftk: this command is not implemented yet\n");
+    return 1;
+}
