@@ -10,6 +10,9 @@ int load_hf_dir(Model *m, const char *dir, char *err);                     // hf
 // tokenizer. On failure m may hold allocated weights: release with model_free.
 int hf_load_weights(Model *m, const char *dir, char *err);
 int load_gguf(Model *m, const char *path, char *err);                      // gguf_model.c
+// gguf_model.c: config + weights of a GGUF model, no tokenizer (m->tok stays NULL).
+// On failure m may hold allocated weights: release with model_free.
+int load_gguf_weights(Model *m, const char *path, char *err);
 int load_llama2c(Model *m, const char *path, const char *tok_path, char *err);  // llama2c.c
 // llama2c.c: config + weights of one llama2.c .bin, no tokenizer (m->tok stays NULL).
 // On failure m may hold allocated weights: release with model_free.
