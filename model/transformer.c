@@ -197,16 +197,16 @@ static int hook_trainable(const ModelAdapters *ad, int l, LoraSlot s) {
 }
 
 // Input width and fused output width of the linear a slot sits on; 0 when the slot does not exist.
-static void slot_dims(const RunState *rs, LoraSlot s, int *in, int *width) {
-    const ModelConfig *c = &rs->cfg;
+static void slot_dims(const ModelConfig *c, LoraSlot s, int *in, int *width) {
     const int llama = c->arch == ARCH_LLAMA;
+    const int pre_w = llama ? 2 * c->ffn_dim : c->ffn_dim;
     *in = 0;
     *width = 0;
     switch (s) {
-    case LSLOT_Q: case LSLOT_K: case LSLOT_V: case LSLOT_QKV: *in = c->dim; *width = rs->qkv; break;
-    case LSLOT_O: *in = rs->qd; *width = c->dim; break;
-    case LSLOT_GATE: if (llama) { *in = c->dim; *width = rs->pre_w; } break;
-    case LSLOT_UP: *in = c->dim; *width = rs->pre_w; break;
+    case LSLOT_Q: case LSLOT_K: case LSLOT_V: case LSLOT_QKV: *in = c->dim; *width = model_qkv_dim(c); break;
+    case LSLOT_O: *in = model_q_dim(c); *width = c->dim; break;
+    case LSLOT_GATE: if (llama) { *in = c->dim; *width = pre_w; } break;
+    case LSLOT_UP: *in = c->dim; *width = pre_w; break;
     case LSLOT_DOWN: *in = c->ffn_dim; *width = c->dim; break;
     default: break;
     }
@@ -217,9 +217,9 @@ static const char *slot_name(LoraSlot s) {
     return names[s];
 }
 
-static int validate_adapters(const RunState *rs, const ModelAdapters *ad, char *err) {
+int model_adapters_validate(const Model *m, const ModelAdapters *ad, char *err) {
     if (!ad || ad->disabled) return 0;
-    const ModelConfig *c = &rs->cfg;
+    const ModelConfig *c = &m->cfg;
     if (ad->n_virtual < 0 || (ad->n_virtual > 0 && !ad->prompt))
         return ftk_err(err, "adapters: soft prompt of %d rows without embeddings", ad->n_virtual);
     if (!ad->hooks) return 0;
@@ -228,7 +228,7 @@ static int validate_adapters(const RunState *rs, const ModelAdapters *ad, char *
             const LoraHook *h = &ad->hooks[l * LSLOT_COUNT + s];
             if (h->r <= 0) continue;
             int in, width;
-            slot_dims(rs, (LoraSlot)s, &in, &width);
+            slot_dims(c, (LoraSlot)s, &in, &width);
             if (width == 0)
                 return ftk_err(err, "adapters: layer %d has a LoRA on '%s', which this architecture lacks", l,
                                slot_name((LoraSlot)s));
@@ -238,9 +238,20 @@ static int validate_adapters(const RunState *rs, const ModelAdapters *ad, char *
             if (!(h->dropout >= 0.0f && h->dropout < 1.0f))
                 return ftk_err(err, "adapters: layer %d LoRA '%s' dropout %g not in [0, 1)", l, slot_name((LoraSlot)s),
                                h->dropout);
-            if (lora_scratch_floats(h->in, h->r) > rs->lora_scratch_n)
+            if (h->r > (1 << 16))
                 return ftk_err(err, "adapters: layer %d LoRA '%s' rank %d too large", l, slot_name((LoraSlot)s), h->r);
         }
+    return 0;
+}
+
+static int validate_adapters(const RunState *rs, const Model *m, const ModelAdapters *ad, char *err) {
+    if (model_adapters_validate(m, ad, err)) return -1;
+    if (!ad || ad->disabled || !ad->hooks) return 0;
+    for (int i = 0; i < m->cfg.n_layers * LSLOT_COUNT; i++) {
+        const LoraHook *h = &ad->hooks[i];
+        if (h->r > 0 && lora_scratch_floats(h->in, h->r) > rs->lora_scratch_n)
+            return ftk_err(err, "adapters: LoRA rank %d too large for this run state", h->r);
+    }
     return 0;
 }
 
@@ -353,7 +364,7 @@ int model_forward(const Model *m, const ModelAdapters *ad, RunState *rs, const i
     if (B > rs->B_max || T > rs->T_max)
         return ftk_err(err, "forward: batch (%d, %d+%d) exceeds the run state's (%d, %d)", B, nv, Tt, rs->B_max,
                        rs->T_max);
-    if (validate_adapters(rs, ad, err)) return -1;
+    if (validate_adapters(rs, m, ad, err)) return -1;
     for (size_t i = 0; i < (size_t)B * Tt; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return ftk_err(err, "forward: token id %d at index %zu outside the vocabulary (%d)", tokens[i], i,

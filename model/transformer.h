@@ -37,6 +37,10 @@ typedef struct {
     int disabled;           // 1 = behave as the bare base model (PPO/DPO reference)
 } ModelAdapters;
 
+// Checks every active hook's shape against the linear it sits on, dropout in [0, 1), and the soft
+// prompt; model_forward and generation call it. 0 when ad is NULL or disabled.
+int model_adapters_validate(const Model *m, const ModelAdapters *ad, char *err);
+
 typedef struct RunState RunState;   // activation arena; contents private to transformer.c
 
 // T_max counts all positions (virtual + real). training=1 keeps what backward needs.
@@ -48,8 +52,9 @@ int runstate_T(const RunState *rs);            // T of the last forward (n_virtu
 size_t runstate_bytes(const RunState *rs);     // arena size
 
 // Forward over token ids (B, Tt); ad may be NULL. Position of real token t is n_virtual + t unless
-// pos_ids (B, Tt) is given; seg_ids (B, Tt), when given, restricts attention to tokens of the same
-// segment (packing; virtual tokens are seen by all). dropout_rng != NULL in training forwards.
+// pos_ids (B, Tt) is given (then n_virtual + pos_ids[b, t]; virtual token j sits at position j);
+// seg_ids (B, Tt), when given, restricts attention to tokens of the same segment (packing;
+// virtual tokens are seen by all). dropout_rng != NULL in training forwards.
 int model_forward(const Model *m, const ModelAdapters *ad, RunState *rs, const int *tokens,
                   int B, int Tt, const int *pos_ids, const int *seg_ids, uint64_t *dropout_rng, char *err);
 
