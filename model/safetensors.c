@@ -2,10 +2,11 @@
 //
 // File layout: u64 N (little-endian) | N bytes of JSON header | data buffer.
 // Header: {"__metadata__": {str: str}, name: {"dtype": "F32", "shape": [..], "data_offsets": [b, e]}, ...}
-// with offsets relative to the data buffer. The reader accepts exactly what the reference reader
-// (safetensors/src/tensor.rs) accepts: header <= 100 MB and starting with '{', every byte of the
+// with offsets relative to the data buffer. The reader makes the checks of the reference reader
+// (safetensors/src/tensor.rs): header <= 100 MB, UTF-8, starting with '{', every byte of the
 // buffer covered by exactly one tensor (no holes, no overlaps, no trailing bytes), byte counts
-// equal to numel * dtype size. The writer produces what the reference writer produces: tensors
+// equal to numel * dtype size, no duplicate names. (It is laxer only in JSON number spelling:
+// cJSON cannot tell 2.0 from 2.) Dtypes ftk does not convert (fp8, F4/F6, C64) are rejected. The writer produces what the reference writer produces: tensors
 // ordered by dtype size (descending) then name, packed, header padded with spaces to 8 bytes.
 // All data is little-endian; like the rest of ftk this assumes a little-endian host.
 #include "model/safetensors.h"
@@ -78,6 +79,30 @@ static int json_uint(const cJSON *item, size_t *out) {
     if ((double)SIZE_MAX < v) return -1;
     *out = (size_t)v;
     return 0;
+}
+
+// Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF), as Rust's from_utf8
+// that the reference reader applies to the header. Returns the offset of the first bad byte, or n.
+static size_t utf8_valid_prefix(const uint8_t *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        size_t len;
+        uint32_t cp, min;
+        if (c < 0x80) { i++; continue; }
+        if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; min = 0x80; }
+        else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; min = 0x800; }
+        else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; min = 0x10000; }
+        else return i;
+        if (n - i < len) return i;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return i;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+        i += len;
+    }
+    return n;
 }
 
 static int cmp_tensor_name(const void *a, const void *b) {
@@ -202,6 +227,8 @@ static int st_parse(StFile *f, char *err) {
         return ftk_err(err, "%s: header length %llu exceeds the file size (%zu bytes): truncated file?", f->path,
                        (unsigned long long)n, f->map_len);
     if (n == 0 || base[8] != '{') return ftk_err(err, "%s: header does not start with '{'", f->path);
+    size_t bad = utf8_valid_prefix(base + 8, (size_t)n);
+    if (bad != (size_t)n) return ftk_err(err, "%s: header is not valid UTF-8 (at byte %zu)", f->path, bad);
     f->data = base + 8 + n;
     f->data_len = f->map_len - 8 - (size_t)n;
 
