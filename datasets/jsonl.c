@@ -191,6 +191,12 @@ static int detect_format(JsonReader *r, char *err) {
 
 // Parses r->rec as one record. Returns JR_RECORD or JR_BAD (err filled).
 static int parse_record(JsonReader *r, long line, cJSON **rec, char *err) {
+    // cJSON would cut a string at a raw NUL byte and accept the rest: refuse it instead.
+    const char *nul = memchr(r->rec, 0, r->rec_len);
+    if (nul) {
+        ftk_err(err, "%s:%ld: not valid JSON (NUL byte at column %ld)", r->path, line, (long)(nul - r->rec) + 1);
+        return JR_BAD;
+    }
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(r->rec, r->rec_len, &end, 0);
     if (!j) {
@@ -268,8 +274,8 @@ static int next_array(JsonReader *r, cJSON **rec, int *line, char *err) {
         int b = next_byte(r, err);
         if (b == -2) return -1;
         if (b == -1)
-            return ftk_err(err, "%s:%ld: unexpected end of file inside the JSON array (record starting on line %ld)",
-                           r->path, r->line, start_line);
+            return ftk_err(err, "%s:%ld: unexpected end of file inside the JSON array (no closing ']'; "
+                                "record starting on line %ld)", r->path, r->line, start_line);
         if (b == '\n') r->line++;
         if (in_str) {
             if (esc) esc = 0;
