@@ -107,7 +107,7 @@ static int llama_config(ModelConfig *c, const cJSON *root, const char *path, cha
     if (c->n_heads <= 0) return ftk_err(err, "%s: num_attention_heads must be positive", path);
     int hd_default = c->dim / c->n_heads;
     if (cfg_int(root, "head_dim", 0, hd_default, &c->head_dim, path, err)) return -1;
-    if (!cJSON_GetObjectItemCaseSensitive(root, "head_dim") && c->dim % c->n_heads != 0)
+    if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(root, "head_dim")) && c->dim % c->n_heads != 0)
         return ftk_err(err, "%s: hidden_size %d is not a multiple of num_attention_heads %d", path, c->dim, c->n_heads);
     // Features that change the math and that the llama forward does not implement.
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
