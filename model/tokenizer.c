@@ -306,6 +306,13 @@ int tokenizer_create(Tokenizer **out, TokKind kind, int n_vocab, const char *con
     }
     for (uint32_t cp = 0; cp < 0x144; cp++) im->cp_byte[cp] = gpt2_cp_to_byte(cp);
 
+    // Bytes that some piece holds right before a "▁" (see encode_spm_words).
+    for (int i = 0; i < n_vocab; i++) {
+        const char *p = t->pieces[i];
+        for (const char *q = strstr(p, SPM_SPACE); q; q = strstr(q + 1, SPM_SPACE))
+            if (q > p) im->glue_byte[(unsigned char)q[-1]] = 1;
+    }
+
     if (n_merges > 0) {
         t->merges = calloc((size_t)n_merges, sizeof(char *));
         if (!t->merges) goto oom;
@@ -436,11 +443,12 @@ typedef struct {
     size_t cps_cap;
     char *text;      // SPM: normalised text
     size_t text_cap;
+    IntVec init;     // SPM rank mode: ids before merging
 } Work;
 
 static void work_free(Work *w) {
     free(w->id); free(w->start); free(w->len); free(w->prev); free(w->next);
-    free(w->heap.c); free(w->cps); free(w->offs); free(w->text);
+    free(w->heap.c); free(w->cps); free(w->offs); free(w->text); free(w->init.v);
 }
 
 static int work_reserve(Work *w, size_t n) {
@@ -524,8 +532,8 @@ static int push_fallback(const Tokenizer *t, const unsigned char *s, size_t n, I
     return 0;
 }
 
-// SentencePiece-BPE of the normalised text s[0..n) (spaces already "▁").
-static int encode_spm_text(const Tokenizer *t, Work *w, const char *s, size_t n, IntVec *out, char *err) {
+// SentencePiece-BPE of one word s[0..n) of normalised text (spaces already "▁").
+static int encode_spm_word(const Tokenizer *t, Work *w, const char *s, size_t n, IntVec *out, char *err) {
     if (work_reserve(w, n + 1)) return ftk_err(err, "tokenizer: out of memory");
     // One symbol per UTF-8 character (a malformed byte is a character of its own).
     size_t ns = 0;
@@ -541,30 +549,26 @@ static int encode_spm_text(const Tokenizer *t, Work *w, const char *s, size_t n,
     if (t->n_merges > 0) {
         // HF BPE with byte_fallback: characters without a piece become byte tokens (or one
         // fused <unk> per run) before merging, and merges go by rank.
-        IntVec init = {0};
-        size_t n_init = 0;
+        IntVec *init = &w->init;
+        init->n = 0;
         for (size_t k = 0; k < ns; k++) {
             if (w->id[k] >= 0) {
-                if (ivec_push(&init, w->id[k])) { free(init.v); return ftk_err(err, "tokenizer: out of memory"); }
+                if (ivec_push(init, w->id[k])) return ftk_err(err, "tokenizer: out of memory");
             } else {
-                size_t before = init.n;
-                if (push_fallback(t, (const unsigned char *)s + w->start[k], w->len[k], &init, err)) {
-                    free(init.v);
-                    return -1;
-                }
+                size_t before = init->n;
+                if (push_fallback(t, (const unsigned char *)s + w->start[k], w->len[k], init, err)) return -1;
                 // fuse_unk: consecutive <unk> collapse into one
-                if (init.n == before + 1 && init.v[before] == t->unk_id && before > 0 && init.v[before - 1] == t->unk_id)
-                    init.n--;
+                if (init->n == before + 1 && init->v[before] == t->unk_id && before > 0 &&
+                    init->v[before - 1] == t->unk_id)
+                    init->n--;
             }
         }
-        n_init = init.n;
-        if (work_reserve(w, n_init + 1)) { free(init.v); return ftk_err(err, "tokenizer: out of memory"); }
-        for (size_t k = 0; k < n_init; k++) {
-            w->id[k] = init.v[k];
+        if (work_reserve(w, init->n + 1)) return ftk_err(err, "tokenizer: out of memory");
+        for (size_t k = 0; k < init->n; k++) {
+            w->id[k] = init->v[k];
             w->len[k] = 1;
         }
-        free(init.v);
-        if (merge_by_rank(t, w, n_init, out)) return ftk_err(err, "tokenizer: out of memory");
+        if (merge_by_rank(t, w, init->n, out)) return ftk_err(err, "tokenizer: out of memory");
         return 0;
     }
     // Score mode (llama.cpp llm_tokenizer_spm): merge the best-scoring adjacent pair first.
@@ -597,6 +601,22 @@ static int encode_spm_text(const Tokenizer *t, Work *w, const char *s, size_t n,
     return 0;
 }
 
+// Cuts normalised text into words that no merge can span, and encodes each on its own. A merge
+// spans the boundary in front of a "▁" only if some piece holds the byte before it followed by
+// "▁" (im->glue_byte). Merges on the two sides of a boundary no merge spans never interact,
+// and within a word the heap order (best first, then leftmost) is the same as over the whole
+// text, so the result is exactly that of one merge run over the whole text, with small heaps.
+static int encode_spm_words(const Tokenizer *t, Work *w, const char *s, size_t n, IntVec *out, char *err) {
+    const TokImpl *im = t->impl;
+    size_t word = 0;
+    for (size_t i = 1; i + 3 <= n; i++) {
+        if (memcmp(s + i, SPM_SPACE, 3) != 0 || im->glue_byte[(unsigned char)s[i - 1]]) continue;
+        if (encode_spm_word(t, w, s + word, i - word, out, err)) return -1;
+        word = i;
+    }
+    return encode_spm_word(t, w, s + word, n - word, out, err);
+}
+
 // SPM: one run of plain text between special tokens. Adds the dummy prefix when asked, turns
 // spaces into "▁" and encodes.
 static int encode_spm_segment(const Tokenizer *t, Work *w, const char *s, size_t n, int prefix, IntVec *out,
@@ -615,7 +635,7 @@ static int encode_spm_segment(const Tokenizer *t, Work *w, const char *s, size_t
         if (s[i] == ' ') { memcpy(w->text + k, SPM_SPACE, 3); k += 3; }
         else w->text[k++] = s[i];
     }
-    return encode_spm_text(t, w, w->text, k, out, err);
+    return encode_spm_words(t, w, w->text, k, out, err);
 }
 
 // Byte-level BPE of one pre-token s[0..n).

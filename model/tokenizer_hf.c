@@ -354,6 +354,13 @@ int tokenizer_load_hf_json(Tokenizer **out, const char *path, char *err) {
         int bos = -1, eos = -1, add_bos = 0, add_eos = 0;
         read_template(cJSON_GetObjectItemCaseSensitive(root, "post_processor"), &v, &bos, &add_bos, &eos, &add_eos);
         TokKind kind = st.byte_level ? TOK_BPE : TOK_SPM;
+        // SentencePiece-style vocabularies list their byte tokens as ordinary pieces.
+        if (kind == TOK_SPM)
+            for (int i = 0; i < v.n; i++) {
+                const char *p = v.pieces[i];
+                if (p && v.types[i] == TOKT_NORMAL && strlen(p) == 6 && strncmp(p, "<0x", 3) == 0 && p[5] == '>')
+                    v.types[i] = TOKT_BYTE;
+            }
         const char *bos_names[] = {"<s>", "<|begin_of_text|>", "<|endoftext|>"};
         const char *eos_names[] = {"</s>", "<|end_of_text|>", "<|endoftext|>"};
         for (int i = 0; i < 3 && bos < 0; i++) bos = vocab_find(&v, bos_names[i]);

@@ -30,6 +30,9 @@ typedef struct {
     int *special_ids;
     int n_special;
     int special_start[257];
+    // Bytes that some piece holds right before a "▁": a boundary in front of "▁" after any
+    // other byte is one no merge can cross (SPM encodes the words between them separately).
+    unsigned char glue_byte[256];
     int byte_fallback;  // SPM: characters without a piece become <0xXX> tokens (else unk)
     int ignore_merges;  // BPE: a pre-token that is itself a piece is emitted whole (HF ignore_merges)
     PretokKind pretok;
