@@ -262,8 +262,8 @@ static int check_shape(const StFile *st, const StTensor *t, int ndim, const int6
     char want[64], got[160];
     shape_str(want, sizeof want, ndim, shape);
     shape_str(got, sizeof got, t->ndim, t->shape);
-    return ftk_err(err, "%s: tensor %s has shape %s, expected %s for this model (an adapter made for another model?)",
-                   st->path, t->name, got, want);
+    return ftk_err(err, "%s: tensor %s has shape %s, but the config and the model call for %s (an adapter made for "
+                        "another model?)", st->path, t->name, got, want);
 }
 
 static int read_view(Adapters *a, unsigned char *filled, const AdapterView *v, const StFile *st, const StTensor *t,
@@ -377,18 +377,18 @@ static int read_plain_tensors(Adapters *a, unsigned char *filled, const StFile *
 int peft_load(Adapters *a, const Model *m, const char *dir, char *err) {
     memset(a, 0, sizeof *a);
     const ModelConfig *mc = &m->cfg;
-    char path[4096], pdir[4096];
+    char cfg_path[4096], path[4096], pdir[4096];
     StFile lora_st = {0}, prompt_st = {0}, value_st = {0};
     int have_lora_st = 0, have_prompt_st = 0, have_value_st = 0, blk[3], nb = 0, rc;
     unsigned char *filled = NULL;
     if (!ftk_is_dir(dir)) return ftk_err(err, "%s: not a directory (expected a PEFT adapter directory)", dir);
-    if ((rc = ftk_path_join(path, sizeof path, dir, CONFIG_FILE, err))) return rc;
-    if (!ftk_file_exists(path)) return ftk_err(err, "%s: missing: %s is not a PEFT adapter directory", path, dir);
+    if ((rc = ftk_path_join(cfg_path, sizeof cfg_path, dir, CONFIG_FILE, err))) return rc;
+    if (!ftk_file_exists(cfg_path)) return ftk_err(err, "%s: missing: %s is not a PEFT adapter directory", cfg_path, dir);
     AdapterConfig cfg;
     adapter_config_default(&cfg);
     cfg.types = 0;
     double file_alpha = 0;
-    if ((rc = peft_config_read(&cfg, path, mc, &file_alpha, err))) return rc;
+    if ((rc = peft_config_read(&cfg, cfg_path, mc, &file_alpha, err))) return rc;
     snprintf(pdir, sizeof pdir, "%s", dir);
     if (cfg.types & ADAPTER_LORA) {
         // A LoRA + prompt run keeps its prompt-tuning adapter in prompt/ (peft.h).
@@ -440,7 +440,7 @@ int peft_load(Adapters *a, const Model *m, const char *dir, char *err) {
     if ((rc = adapters_alloc(a, &cfg, mc, err))) {
         char msg[FTK_ERR_LEN];
         snprintf(msg, sizeof msg, "%s", err ? err : "");
-        rc = ftk_err(err, "%s: %s", dir, msg);
+        rc = ftk_err(err, "%s: %s", cfg_path, msg);
         goto done;
     }
     filled = calloc((size_t)a->n_views, 1);
