@@ -63,7 +63,7 @@ static int encode_response(const TokEncoder *e, int parse_special, const char *p
     int rc = encode(e, whole, 0, parse_special, &full, &nfull, err);
     free(whole);
     if (rc != 0) return -1;
-    if (nfull >= np && memcmp(full, p, (size_t)np * sizeof(int)) == 0) {
+    if (nfull >= np && (np == 0 || memcmp(full, p, (size_t)np * sizeof(int)) == 0)) {
         // The prompt's tokens are a prefix of the whole: the rest is the response.
         *nr = nfull - np;
         *r = malloc(((size_t)*nr + 1) * sizeof(int));
@@ -71,7 +71,7 @@ static int encode_response(const TokEncoder *e, int parse_special, const char *p
             free(full);
             return ftk_err(err, "out of memory");
         }
-        memcpy(*r, full + np, (size_t)*nr * sizeof(int));
+        if (*nr > 0) memcpy(*r, full + np, (size_t)*nr * sizeof(int));
         free(full);
         return 0;
     }

@@ -11,20 +11,24 @@
 #include "datasets/tokenize.h"
 
 // Fake ids: BOS 1, EOS 2, PAD 0, byte c -> c + 3. With ctx != NULL the pair "ab" merges into id 300,
-// so a prompt ending in 'a' followed by a response starting with 'b' crosses a merge.
+// so a prompt ending in 'a' followed by a response starting with 'b' crosses a merge. With
+// parse_special, "<|im_end|>" is the special token 301.
 #define FAKE_BOS 1
 #define FAKE_EOS 2
 #define FAKE_AB 300
+#define FAKE_IM_END 301
 static inline int fake_encode(void *ctx, const char *text, int continuation, int parse_special, int **ids, int *n,
                               char *err) {
     (void)continuation;
-    (void)parse_special;
     (void)err;
     size_t len = strlen(text);
     *ids = malloc((len + 1) * sizeof(int));
     *n = 0;
     for (size_t i = 0; i < len; i++) {
-        if (ctx && text[i] == 'a' && text[i + 1] == 'b') {
+        if (parse_special && strncmp(text + i, "<|im_end|>", 10) == 0) {
+            (*ids)[(*n)++] = FAKE_IM_END;
+            i += 9;
+        } else if (ctx && text[i] == 'a' && text[i + 1] == 'b') {
             (*ids)[(*n)++] = FAKE_AB;
             i++;
         } else {

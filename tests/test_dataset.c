@@ -358,6 +358,33 @@ static void test_truncation(void **state) {
     dataset_free(&ds);
 }
 
+static void test_special_tokens_only_from_templates(void **state) {
+    (void)state;
+    // chatml markers become special tokens; the same characters inside plain data stay text.
+    TokEncoder e = fake_encoder(0);
+    DatasetOptions o = dataset_options_default(DS_SFT);
+    Dataset ds;
+    char err[FTK_ERR_LEN];
+    assert_int_equal(load_text("special.jsonl",
+                               "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},"
+                               "{\"role\":\"assistant\",\"content\":\"r\"}]}\n"
+                               "{\"prompt\":\"q\",\"response\":\"r<|im_end|>\"}\n",
+                               &o, &e, &ds, err),
+                     0);
+    const Example *c = dataset_seq(&ds, 0), *p = dataset_seq(&ds, 1);
+    const int *ci = dataset_seq_ids(&ds, 0), *pi = dataset_seq_ids(&ds, 1);
+    // chat: ... "<|im_start|>assistant\n" | r <|im_end|> EOS
+    assert_int_equal(ci[c->len - 1], FAKE_EOS);
+    assert_int_equal(ci[c->len - 2], FAKE_IM_END);
+    assert_int_equal(ci[c->len - 3], 'r' + 3);
+    assert_int_equal(c->len - c->n_prompt, 3);
+    assert_int_equal(ci[1], '<' + 3);   // "<|im_start|>" is not special in the fake
+    // plain: BOS q r < | i m _ e n d | > EOS — bytes, no special id
+    assert_int_equal(p->len, 1 + 1 + 1 + 10 + 1);
+    for (int t = 0; t < p->len; t++) assert_int_not_equal(pi[t], FAKE_IM_END);
+    dataset_free(&ds);
+}
+
 // ---------------------------------------------------------------- batches
 
 // Builds an SFT dataset of n examples: prompt "p" and a response of lens[i] letters.
@@ -650,6 +677,25 @@ static void test_tinystories_mia(void **state) {
     assert_int_equal(tokenizer_encode(tok512(), "Once upon a time, there was a little girl named", 1, 0, &p_ids, &np, err), 0);
     assert_int_equal(np, 14);
     free(p_ids);
+    // A prompt that ends inside a word ("ti" + "me"): its encoding is not a prefix of the whole,
+    // so prompt and response are encoded apart, the response with no dummy-prefix space.
+    TokEncoder enc;
+    tok_encoder_init(&enc, tok512());
+    TokenizeOptions to = {0, 0, 0, LONG_PROMPT_TRUNCATE, 0};
+    TokSeq s;
+    TokFlags f;
+    const char *me[1] = {"me"};
+    assert_int_equal(tokenize_example(&enc, &to, "Once upon a ti", me, 1, &s, &f, err), TOK_OK);
+    assert_int_equal(f.prefix_fallback, 1);
+    char *back = tokenizer_decode(tok512(), s.ids, s.len);
+    assert_string_equal(back, "Once upon a time");
+    free(back);
+    tokseq_free(&s);
+    // "</s>" written in data is text, not EOS.
+    const char *eos_text[1] = {" b</s>"};
+    assert_int_equal(tokenize_example(&enc, &to, "a", eos_text, 1, &s, &f, err), TOK_OK);
+    for (int t = 0; t < s.len; t++) assert_int_not_equal(s.ids[t], tok512()->eos_id);
+    tokseq_free(&s);
     // PROVENANCE: BOS + text is at most 214 tokens, 191 on average; +EOS here.
     assert_int_equal(ds.summary.max_len, 215);
     assert_true(ds.summary.mean_len > 191.0 && ds.summary.mean_len < 193.0);
@@ -783,6 +829,7 @@ int main(void) {
         cmocka_unit_test(test_shapes_and_templates),
         cmocka_unit_test(test_mask_positions),
         cmocka_unit_test(test_truncation),
+        cmocka_unit_test(test_special_tokens_only_from_templates),
         cmocka_unit_test(test_batch_padding_and_targets),
         cmocka_unit_test(test_packing),
         cmocka_unit_test(test_shuffle_and_cursor),
