@@ -3,7 +3,8 @@
 // tuning, LoRA + prompt/ + value head); the configs are byte-identical to what PEFT 0.13.2 wrote for
 // the same settings; safetensors headers padded to 8 with {"format":"pt"}; the adapters PEFT itself
 // wrote in shared/models/tiny-llama-hf load with the right shapes, scale and values (read here by
-// an independent safetensors parser).
+// an independent safetensors parser) and, run through the model, give PEFT's logits; the gpt2 c_attn
+// export computes the same function as the q/v slots it came from.
 #include "tests/testutil.h"
 
 #include <cjson/cJSON.h>
@@ -566,11 +567,118 @@ static void test_load_peft_written(void **state) {
     model_free(&m);
 }
 
+static int *ref_ids(const char *rel, int *n) {
+    cJSON *j = read_json(shared_path(rel));
+    const cJSON *ids = jget(j, "ids");
+    *n = cJSON_GetArraySize(ids);
+    int *out = malloc((size_t)*n * sizeof(int));
+    for (int i = 0; i < *n; i++) out[i] = cJSON_GetArrayItem(ids, i)->valueint;
+    cJSON_Delete(j);
+    return out;
+}
+
+// max |logits - ref| over the rows of ref (ref row i = our row skip + i)
+static double logits_vs_ref(const Model *m, Adapters *a, const int *ids, int n, const char *ref_rel, int skip) {
+    ModelAdapters ma;
+    adapters_hooks(a, 0, &ma);
+    float *logits;
+    char err[FTK_ERR_LEN];
+    if (model_logits_all(m, &ma, ids, n, &logits, err)) fail_msg("%s", err);
+    int nd, shape[4];
+    float *ref = npy_read_f32(shared_path(ref_rel), &nd, shape);
+    assert_non_null(ref);
+    double d = max_abs_diff(logits + (size_t)skip * m->cfg.vocab_size, ref, (size_t)shape[0] * shape[1]);
+    free(ref);
+    free(logits);
+    return d;
+}
+
+// End to end through the model: the PEFT-written adapters, loaded here, reproduce PEFT's logits.
+static void test_peft_written_logits(void **state) {
+    (void)state;
+    Model m;
+    Adapters a;
+    char err[FTK_ERR_LEN];
+    if (model_load(&m, shared_path("models/tiny-llama-hf"), NULL, err)) fail_msg("%s", err);
+    int n;
+    int *ids = ref_ids("models/tiny-llama-hf/peft-lora/ref/ref.json", &n);
+    if (peft_load(&a, &m, shared_path("models/tiny-llama-hf/peft-lora"), err)) fail_msg("%s", err);
+    double d = logits_vs_ref(&m, &a, ids, n, "models/tiny-llama-hf/peft-lora/ref/logits.npy", 0);
+    fprintf(stderr, "  PEFT LoRA logits: max abs diff %.3g\n", d);
+    assert_true(d < 1e-4);
+    adapters_free(&a);
+    if (peft_load(&a, &m, shared_path("models/tiny-llama-hf/peft-prompt"), err)) fail_msg("%s", err);
+    d = logits_vs_ref(&m, &a, ids, n, "models/tiny-llama-hf/peft-prompt/ref/logits_with_virtual.npy", 0);
+    fprintf(stderr, "  PEFT prompt tuning logits: max abs diff %.3g\n", d);
+    assert_true(d < 1e-4);
+    adapters_free(&a);
+    free(ids);
+    model_free(&m);
+}
+
+// The gpt2 q/v adapter and its rank-2r c_attn export (loaded as slot QKV) give the same logits.
+static void test_gpt2_export_same_function(void **state) {
+    (void)state;
+    Model m;
+    Adapters a, b;
+    char err[FTK_ERR_LEN];
+    if (model_load(&m, shared_path("models/tiny-gpt2-hf"), NULL, err)) fail_msg("%s", err);
+    AdapterConfig ac;
+    adapter_config_default(&ac);
+    ac.r = 4;
+    ac.alpha = 12;
+    ac.init = LORA_INIT_NONE;   // a clearly non-zero delta
+    assert_int_equal(adapters_create(&a, &ac, &m, 77, err), 0);
+    const char *dir = test_tmpdir("peft_gpt2_fn");
+    assert_int_equal(peft_save(&a, dir, NULL, err), 0);
+    // drop the ftk marker: what PEFT would hand back after re-saving the adapter
+    const char *st = in_dir(dir, "adapter_model.safetensors");
+    StFile sf;
+    StWriter *w;
+    assert_int_equal(st_open(&sf, st, err), 0);
+    assert_int_equal(st_writer_create(&w, err), 0);
+    size_t total = 0;
+    for (int i = 0; i < sf.n_tensors; i++) total += sf.tensors[i].numel;
+    float *vals = malloc(total * sizeof(float)), *x = vals;
+    for (int i = 0; i < sf.n_tensors; i++) {
+        assert_int_equal(st_read_f32(&sf, &sf.tensors[i], x, sf.tensors[i].numel, err), 0);
+        assert_int_equal(st_writer_add_f32(w, sf.tensors[i].name, 2, sf.tensors[i].shape, x, ST_F32, err), 0);
+        x += sf.tensors[i].numel;
+    }
+    st_close(&sf);
+    assert_int_equal(st_writer_write(w, st, err), 0);
+    st_writer_free(w);
+    free(vals);
+    assert_int_equal(peft_load(&b, &m, dir, err), 0);
+    assert_int_equal(b.hooks[LSLOT_QKV].r, 8);
+    const int ids[12] = {464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 198, 50256};
+    ModelAdapters ma, mb, none = {0};
+    adapters_hooks(&a, 0, &ma);
+    adapters_hooks(&b, 0, &mb);
+    float *la, *lb, *l0;
+    assert_int_equal(model_logits_all(&m, &ma, ids, 12, &la, err), 0);
+    assert_int_equal(model_logits_all(&m, &mb, ids, 12, &lb, err), 0);
+    assert_int_equal(model_logits_all(&m, &none, ids, 12, &l0, err), 0);
+    const size_t nl = (size_t)12 * m.cfg.vocab_size;
+    double d = max_abs_diff(la, lb, nl), d0 = max_abs_diff(la, l0, nl);
+    fprintf(stderr, "  gpt2 q/v slots vs exported c_attn: max abs diff %.3g (adapter effect %.3g)\n", d, d0);
+    assert_true(d < 1e-4);
+    assert_true(d0 > 1e-2);
+    free(la);
+    free(lb);
+    free(l0);
+    adapters_free(&a);
+    adapters_free(&b);
+    test_rmtree(dir);
+    model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama_roundtrip),   cmocka_unit_test(test_configs_match_peft),
         cmocka_unit_test(test_gpt2_qv_export),    cmocka_unit_test(test_prompt_roundtrips),
-        cmocka_unit_test(test_load_peft_written),
+        cmocka_unit_test(test_load_peft_written), cmocka_unit_test(test_peft_written_logits),
+        cmocka_unit_test(test_gpt2_export_same_function),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
