@@ -154,6 +154,7 @@ static int parse_chat(const cJSON *msgs, DatasetKind kind, Record *r, char *reas
         r->roles[i] = dup(role);
         r->contents[i] = dup(content);
         r->n_messages = ++i;
+        if (!r->roles[i - 1] || !r->contents[i - 1]) return fail(reason, n, "out of memory");
     }
     int last_is_assistant = strcmp(r->roles[m - 1], "assistant") == 0;
     if (kind == DS_SFT) {
@@ -163,6 +164,25 @@ static int parse_chat(const cJSON *msgs, DatasetKind kind, Record *r, char *reas
         r->response = dup(r->contents[m - 1]);
     }
     return 0;
+}
+
+// After a successful parse: every string the shape needs is there (a failed malloc leaves NULL).
+static int record_complete(const Record *r, DatasetKind kind) {
+    int need_resp = kind == DS_SFT || (kind == DS_PREFERENCE);
+    switch (r->shape) {
+    case REC_PROMPT_RESPONSE:
+    case REC_PROMPT_COMPLETION: return r->prompt && r->response;
+    case REC_ALPACA: return r->instruction && r->input && (kind != DS_SFT || r->response);
+    case REC_CHAT:
+        for (int i = 0; i < r->n_messages; i++)
+            if (!r->roles[i] || !r->contents[i]) return 0;
+        return kind != DS_SFT || r->response;
+    case REC_TEXT: return r->text != NULL;
+    case REC_PREFERENCE:
+    case REC_HH: return r->prompt && (kind != DS_PREFERENCE || (r->response && r->rejected));
+    case REC_PROMPT_ONLY: return r->prompt && !need_resp;
+    default: return 0;
+    }
 }
 
 int record_parse(const cJSON *j, DatasetKind kind, Record *r, char *reason, size_t n) {
@@ -205,6 +225,7 @@ int record_parse(const cJSON *j, DatasetKind kind, Record *r, char *reason, size
         rc = fail(reason, n, "record has none of the known fields (prompt, instruction, messages, text, "
                              "chosen/rejected)");
     }
+    if (rc == 0 && !record_complete(r, kind)) rc = fail(reason, n, "out of memory");
     if (rc != 0) record_free(r);
     return rc;
 }
