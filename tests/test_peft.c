@@ -251,6 +251,23 @@ static void test_llama_roundtrip(void **state) {
     cJSON_Delete(j);
     adapters_free(&a);
     adapters_free(&b);
+
+    // different modules in different layers: target_modules lists the full module paths
+    adapter_config_default(&ac);
+    ac.init = LORA_INIT_NONE;
+    snprintf(ac.target_modules, sizeof ac.target_modules, "layers.0.self_attn.q_proj,v_proj");
+    assert_int_equal(adapters_create(&a, &ac, &m, 13, err), 0);
+    assert_int_equal(peft_save(&a, dir, NULL, err), 0);
+    assert_int_equal(peft_load(&b, &m, dir, err), 0);
+    assert_same_adapters(&a, &b);
+    j = read_json(in_dir(dir, "adapter_config.json"));
+    tm = jget(j, "target_modules");
+    assert_int_equal(cJSON_GetArraySize(tm), 4);
+    assert_string_equal(cJSON_GetArrayItem(tm, 0)->valuestring, "model.layers.0.self_attn.q_proj");
+    assert_string_equal(cJSON_GetArrayItem(tm, 3)->valuestring, "model.layers.2.self_attn.v_proj");
+    cJSON_Delete(j);
+    adapters_free(&a);
+    adapters_free(&b);
     test_rmtree(dir);
     model_free(&m);
 }
