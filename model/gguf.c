@@ -778,6 +778,7 @@ static int writer_add(GgufWriter *w, const char *name, int n_dims, const uint64_
     if (t.ne[0] % ti->block != 0)
         return ftk_err(err, "gguf writer: tensor '%s': %s needs a row length that is a multiple of %zu, got %llu", name,
                        ti->name, ti->block, (unsigned long long)t.ne[0]);
+    if (n > 0 && !t.f32 && !t.fill && !t.raw) return ftk_err(err, "gguf writer: tensor '%s' has no data", name);
     t.type = type;
     t.n_elems = n;
     t.n_bytes = gguf_type_nbytes(type, n);
