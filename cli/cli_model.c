@@ -1,9 +1,12 @@
 // cli_model.c — loading a model (and optionally an adapter) for a command, or dying with the error.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "model/common.h"
+#include "lora/adapter.h"
+#include "lora/peft.h"
 #include "model/model.h"
 #include "model/common.h"
 
@@ -14,17 +17,31 @@ void cli_load_model(Model *m, const char *path, const char *tokenizer) {
 }
 
 void cli_load_adapter(CliAdapter *a, const Model *m, const char *dir) {
-    (void)m;
     memset(a, 0, sizeof *a);
     if (!dir) return;
-    cli_die("%s: adapters are not supported yet", dir);
+    char err[FTK_ERR_LEN];
+    Adapters *ad = calloc(1, sizeof *ad);
+    if (!ad) cli_die("out of memory");
+    if (peft_load(ad, m, dir, err)) cli_die("%s", err);
+    adapters_hooks(ad, 0, &a->hooks);
+    a->adapters = ad;
+    a->active = 1;
 }
 
 void cli_free_adapter(CliAdapter *a) {
+    if (a->adapters) {
+        adapters_free(a->adapters);
+        free(a->adapters);
+    }
     memset(a, 0, sizeof *a);
 }
 
 int cli_info_trainable(const ModelConfig *cfg, int r, const char *targets, int n_virtual, size_t *out, char *err) {
-    (void)cfg; (void)r; (void)targets; (void)n_virtual; (void)out;
-    return ftk_err(err, "LoRA parameter counting is not available yet");
+    AdapterConfig ac;
+    adapter_config_default(&ac);
+    ac.types = (r > 0 ? ADAPTER_LORA : 0) | (n_virtual > 0 ? ADAPTER_PROMPT : 0);
+    ac.r = r > 0 ? r : 8;
+    ac.num_virtual_tokens = n_virtual;
+    if (targets) snprintf(ac.target_modules, sizeof ac.target_modules, "%s", targets);
+    return adapters_param_count_for(&ac, cfg, out, err);
 }
