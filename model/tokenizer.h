@@ -4,6 +4,9 @@
 //   TOK_BPE: byte-level BPE (GPT-2): bytes->unicode table, regex pre-tokenizer, rank-ordered merges.
 // Sources: tokenizer.model (protobuf), llama2.c tokenizer.bin, vocab.json + merges.txt,
 // tokenizer.json (byte-level BPE, or SentencePiece-style BPE with byte_fallback), GGUF vocab.
+// TOK_SPM with merges (from tokenizer.json) merges by rank instead of score. Not applied: the
+// sentencepiece normalizer (NFKC, remove_extra_whitespaces), as llama.cpp and HF's Llama
+// conversion don't either. A Tokenizer is read-only after loading: encode/decode are thread-safe.
 #ifndef FTK_TOKENIZER_H
 #define FTK_TOKENIZER_H
 
@@ -32,6 +35,10 @@ typedef struct Tokenizer {
 
 // Builds a tokenizer from plain arrays (the arrays are copied). Loaders for every source end here.
 // scores/types/merges may be NULL. Special (CONTROL/USER) tokens are matched verbatim before BPE.
+// Each merge is "left right" (split at the space where both sides are pieces); a merge naming an
+// unknown piece, or whose concatenation is not a piece, is an error. Defaults: SPM add_bos = 1,
+// add_space_prefix = 1; BPE both 0; add_eos = 0, pad_id = -1. With types NULL, SPM "<0xXX>"
+// pieces are BYTE, bos/eos CONTROL and unk UNKNOWN.
 int tokenizer_create(Tokenizer **out, TokKind kind, int n_vocab, const char *const *pieces,
                      const float *scores, const int *types, const char *const *merges, int n_merges,
                      int bos_id, int eos_id, int unk_id, char *err);
@@ -60,8 +67,9 @@ int tokenizer_encode(const Tokenizer *t, const char *text, int add_bos, int add_
 int tokenizer_encode_ex(const Tokenizer *t, const char *text, size_t len, int add_bos, int add_eos,
                         int parse_special, int **ids, int *n_ids, char *err);
 
-// Decodes ids to a malloc'ed UTF-8 string (SPM: the dummy-prefix space of the first piece is dropped;
-// control tokens such as BOS/EOS produce nothing).
+// Decodes ids to a malloc'ed UTF-8 string (SPM: the dummy-prefix space of the first piece is dropped,
+// and of the first piece after a control token, mirroring encode; control tokens such as BOS/EOS
+// produce nothing; ids outside the vocabulary are skipped). NULL only when out of memory.
 char *tokenizer_decode(const Tokenizer *t, const int *ids, int n_ids);
 
 // The bytes one token stands for when it follows token `prev` (for streaming output); writes to
