@@ -55,7 +55,8 @@ int kvcache_create(KVCache **out, const Model *m, int n_seqs, int max_len, char 
     kv->pre_w = c->arch == ARCH_LLAMA ? 2 * c->ffn_dim : c->ffn_dim;
     kv->R = n_seqs > PREFILL_CHUNK ? n_seqs : PREFILL_CHUNK;
     const size_t R = kv->R, C = c->dim, F = c->ffn_dim;
-    const size_t in_max = C > F ? (C > (size_t)kv->qd ? C : (size_t)kv->qd) : (F > (size_t)kv->qd ? F : (size_t)kv->qd);
+    size_t in_max = C > F ? C : F;   // widest input of any linear a LoRA can sit on
+    if ((size_t)kv->qd > in_max) in_max = kv->qd;
     const size_t group = (size_t)(c->n_heads / c->n_kv_heads);
     kv->lora_n = R * lora_scratch_floats((int)in_max, LORA_SCRATCH_RANK);
     size_t cache_floats, per_row = 3 * C + kv->qkv + kv->qd + kv->pre_w + F + 2 + (size_t)c->head_dim;

@@ -20,6 +20,14 @@
 #define HEAD_CHUNK 128         // rows of logits materialised at a time by the LM head
 #define LORA_SCRATCH_RANK 64   // LoRA scratch holds all rows at once up to this rank (chunks above)
 
+typedef struct {
+    int below;        // some layer below this one (or the soft prompt) needs gradients
+    int attn_train;   // a trainable hook on q/k/v/qkv/o of this layer
+    int qkv_train;    // a trainable hook on q/k/v/qkv
+    int mlp_train;    // a trainable hook on gate/up/down
+    int gate_up_train;
+} LayerNeeds;
+
 struct RunState {
     ModelConfig cfg;         // the model this arena was sized for
     int B_max, T_max, training;
@@ -31,6 +39,7 @@ struct RunState {
     int *positions;          // (N) position of every row, virtual rows included
     int *seg;                // (B, Tt) copy of seg_ids
     uint64_t *dropout_state; // (n_layers * LSLOT_COUNT) rng state when each hook's dropout began
+    LayerNeeds *needs;       // (n_layers) which gradients backward computes in each layer
     float *rope_cos, *rope_sin;   // (N, hd/2) llama
     // activations; "per layer" buffers hold n_layers slices when training, else one
     float *x;                // residual stream entering layer l (and after the last layer)
@@ -85,11 +94,13 @@ static void layout_arena(RunState *rs, Carver *cv) {
     const ModelConfig *c = &rs->cfg;
     const size_t N = (size_t)rs->B_max * rs->T_max, C = c->dim, F = c->ffn_dim, V = c->vocab_size;
     const size_t L = c->n_layers, Ls = rs->training ? L : 1, T = rs->T_max;
-    const size_t in_max = C > F ? (C > (size_t)rs->qd ? C : (size_t)rs->qd) : (F > (size_t)rs->qd ? F : (size_t)rs->qd);
+    size_t in_max = C > F ? C : F;   // widest input of any linear a LoRA can sit on
+    if ((size_t)rs->qd > in_max) in_max = rs->qd;
     int ov = 0;
     rs->positions = carve(cv, N, sizeof(int));
     rs->seg = carve(cv, N, sizeof(int));
     rs->dropout_state = carve(cv, L * LSLOT_COUNT, sizeof(uint64_t));
+    rs->needs = carve(cv, L, sizeof(LayerNeeds));
     rs->rope_cos = carve(cv, N * (size_t)(c->head_dim / 2), sizeof(float));
     rs->rope_sin = carve(cv, N * (size_t)(c->head_dim / 2), sizeof(float));
     rs->x = carve(cv, mul3(rs->training ? L + 1 : 1, N, C, &ov), sizeof(float));
@@ -399,13 +410,6 @@ int model_forward(const Model *m, const ModelAdapters *ad, RunState *rs, const i
 // ---------------------------------------------------------------------------------------------
 // backward
 
-typedef struct {
-    int below;        // some layer below this one (or the soft prompt) needs gradients
-    int attn_train;   // a trainable hook on q/k/v/qkv/o of this layer
-    int qkv_train;    // a trainable hook on q/k/v/qkv
-    int mlp_train;    // a trainable hook on gate/up/down
-    int gate_up_train;
-} LayerNeeds;
 
 // Backward of layer l: on entry rs->dx = dL/d(x_out); on exit dL/d(x_in) (when anything below needs it).
 static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs, int l, const LayerNeeds *nd) {
@@ -459,8 +463,7 @@ int model_backward(const Model *m, const ModelAdapters *ad, RunState *rs, char *
     if (rs->B == 0) return ftk_err(err, "backward: no forward to differentiate");
     if (!ad || ad->disabled) return 0;   // nothing trainable
     const int prompt_grad = rs->nv > 0 && ad->dprompt != NULL;
-    if (c->n_layers > 4096) return ftk_err(err, "backward: too many layers");
-    LayerNeeds needs[4096];
+    LayerNeeds *needs = rs->needs;
     int below = prompt_grad;
     for (int l = 0; l < c->n_layers; l++) {
         LayerNeeds *nd = &needs[l];
