@@ -430,6 +430,71 @@ static Cand heap_pop(Heap *h) {
     return top;
 }
 
+// Byte-level BPE: the ids of each pre-token already encoded in this call (natural text repeats
+// its words, so most pre-tokens are looked up instead of merged). Keys live in `keys`, ids in
+// `ids`; a slot with key_len 0 is empty.
+typedef struct {
+    uint64_t hash;
+    size_t key_off, key_len, ids_off, ids_len;
+} CacheSlot;
+
+typedef struct {
+    CacheSlot *slots;
+    size_t mask, used;
+    char *keys;
+    size_t keys_n, keys_cap;
+    IntVec ids;
+} WordCache;
+
+#define CACHE_MAX_WORD 64  // longer pre-tokens are rare and not cached
+
+static void cache_free(WordCache *c) {
+    free(c->slots);
+    free(c->keys);
+    free(c->ids.v);
+}
+
+// The slot for (s, n): the matching one, or the empty one where it would go.
+static CacheSlot *cache_slot(const WordCache *c, const char *s, size_t n, uint64_t h) {
+    for (size_t i = h & c->mask;; i = (i + 1) & c->mask) {
+        CacheSlot *sl = &c->slots[i];
+        if (sl->key_len == 0) return sl;
+        if (sl->hash == h && sl->key_len == n && memcmp(c->keys + sl->key_off, s, n) == 0) return sl;
+    }
+}
+
+// Remembers ids[0..n_ids) for the pre-token s[0..n). Returns -1 on OOM.
+static int cache_put(WordCache *c, const char *s, size_t n, uint64_t h, const int *ids, size_t n_ids) {
+    if ((c->used + 1) * 2 > c->mask + 1 || !c->slots) {  // grow to keep the load under 1/2
+        size_t cap = c->slots ? (c->mask + 1) * 2 : 1024;
+        CacheSlot *slots = calloc(cap, sizeof(CacheSlot));
+        if (!slots) return -1;
+        WordCache grown = *c;
+        grown.slots = slots;
+        grown.mask = cap - 1;
+        for (size_t i = 0; c->slots && i <= c->mask; i++)
+            if (c->slots[i].key_len)
+                *cache_slot(&grown, c->keys + c->slots[i].key_off, c->slots[i].key_len, c->slots[i].hash) = c->slots[i];
+        free(c->slots);
+        *c = grown;
+    }
+    if (c->keys_n + n > c->keys_cap) {
+        size_t cap = (c->keys_cap + n) * 2;
+        char *k = realloc(c->keys, cap);
+        if (!k) return -1;
+        c->keys = k;
+        c->keys_cap = cap;
+    }
+    CacheSlot *sl = cache_slot(c, s, n, h);
+    memcpy(c->keys + c->keys_n, s, n);
+    *sl = (CacheSlot){h, c->keys_n, n, c->ids.n, n_ids};
+    c->keys_n += n;
+    for (size_t i = 0; i < n_ids; i++)
+        if (ivec_push(&c->ids, ids[i])) return -1;
+    c->used++;
+    return 0;
+}
+
 // Symbols of one merge run: a doubly linked list over arrays.
 typedef struct {
     int *id;         // token id of the symbol (-1: no piece, score mode only)
@@ -444,11 +509,13 @@ typedef struct {
     char *text;      // SPM: normalised text
     size_t text_cap;
     IntVec init;     // SPM rank mode: ids before merging
+    WordCache cache; // BPE: pre-token -> ids, for this call
 } Work;
 
 static void work_free(Work *w) {
     free(w->id); free(w->start); free(w->len); free(w->prev); free(w->next);
     free(w->heap.c); free(w->cps); free(w->offs); free(w->text); free(w->init.v);
+    cache_free(&w->cache);
 }
 
 static int work_reserve(Work *w, size_t n) {
@@ -639,7 +706,7 @@ static int encode_spm_segment(const Tokenizer *t, Work *w, const char *s, size_t
 }
 
 // Byte-level BPE of one pre-token s[0..n).
-static int encode_bpe_word(const Tokenizer *t, Work *w, const char *s, size_t n, IntVec *out, char *err) {
+static int encode_bpe_word_uncached(const Tokenizer *t, Work *w, const char *s, size_t n, IntVec *out, char *err) {
     const TokImpl *im = t->impl;
     if (im->ignore_merges) {
         // The whole pre-token in its byte-unicode form, if that is a piece.
@@ -659,6 +726,21 @@ static int encode_bpe_word(const Tokenizer *t, Work *w, const char *s, size_t n,
         w->len[i] = 1;
     }
     if (merge_by_rank(t, w, n, out)) return ftk_err(err, "tokenizer: out of memory");
+    return 0;
+}
+
+static int encode_bpe_word(const Tokenizer *t, Work *w, const char *s, size_t n, IntVec *out, char *err) {
+    if (n > CACHE_MAX_WORD) return encode_bpe_word_uncached(t, w, s, n, out, err);
+    uint64_t h = hash_bytes(s, n);
+    const CacheSlot *sl = w->cache.slots ? cache_slot(&w->cache, s, n, h) : NULL;
+    if (sl && sl->key_len) {
+        for (size_t i = 0; i < sl->ids_len; i++)
+            if (ivec_push(out, w->cache.ids.v[sl->ids_off + i])) return ftk_err(err, "tokenizer: out of memory");
+        return 0;
+    }
+    size_t before = out->n;
+    if (encode_bpe_word_uncached(t, w, s, n, out, err)) return -1;
+    if (cache_put(&w->cache, s, n, h, out->v + before, out->n - before)) return ftk_err(err, "tokenizer: out of memory");
     return 0;
 }
 
