@@ -23,8 +23,8 @@ struct KVCache {
     int qd, kvd, qkv, pre_w;
     float *k, *v;          // (n_seqs, n_layers, max_len, kv_dim); K after RoPE
     int *len;              // (n_seqs) positions filled
-    int *mark;             // (n_seqs) stamp used to check that a decode batch has distinct sequences
-    int stamp;
+    unsigned *mark;        // (n_seqs) stamp used to check that a decode batch has distinct sequences
+    unsigned stamp;
     // scratch for one step of up to R rows
     int R;
     int *row_seq, *row_pos, *row_tok;   // row_tok < 0: soft-prompt row -1 - row_tok
@@ -92,7 +92,7 @@ int kvcache_create(KVCache **out, const Model *m, int n_seqs, int max_len, char 
     kv->lora_scratch = p; p += kv->lora_n;
     int *ip = (int *)p;
     kv->len = ip; ip += n_seqs;
-    kv->mark = ip; ip += n_seqs;
+    kv->mark = (unsigned *)ip; ip += n_seqs;
     kv->row_seq = ip; ip += R;
     kv->row_pos = ip; ip += R;
     kv->row_tok = ip;

@@ -20,6 +20,7 @@
 #define HEAD_CHUNK 128         // rows of logits materialised at a time by the LM head
 #define LORA_SCRATCH_RANK 64   // LoRA scratch holds all rows at once up to this rank (chunks above)
 
+// What model_backward computes in one layer: only the gradients some trainable tensor needs.
 typedef struct {
     int below;        // some layer below this one (or the soft prompt) needs gradients
     int attn_train;   // a trainable hook on q/k/v/qkv/o of this layer
