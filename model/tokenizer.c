@@ -91,6 +91,7 @@ static void pair_insert(TokImpl *im, int a, int b, int rank, int result) {
 void tokenizer_set_pretok(Tokenizer *t, PretokKind kind) { ((TokImpl *)t->impl)->pretok = kind; }
 void tokenizer_set_byte_fallback(Tokenizer *t, int on) { ((TokImpl *)t->impl)->byte_fallback = on; }
 void tokenizer_set_ignore_merges(Tokenizer *t, int on) { ((TokImpl *)t->impl)->ignore_merges = on; }
+void tokenizer_set_split_digits(Tokenizer *t, int mode) { ((TokImpl *)t->impl)->split_digits = mode; }
 
 // "<0xAB>" -> 0xAB, else -1.
 static int parse_byte_piece(const char *p) {
@@ -776,10 +777,28 @@ static int encode_bpe_segment(const Tokenizer *t, Work *w, const char *s, size_t
         i += (size_t)l;
     }
     w->offs[ncp] = n;
-    for (size_t i = 0; i < ncp;) {
-        size_t j = (im->pretok == PRETOK_LLAMA3) ? pretok_llama3_next(w->cps, ncp, i) : pretok_gpt2_next(w->cps, ncp, i);
-        if (encode_bpe_word(t, w, s + w->offs[i], w->offs[j] - w->offs[i], out, err)) return -1;
-        i = j;
+    // HF Digits pre-tokenizer (before ByteLevel): numbers are split off first, each digit alone or
+    // each run of digits; the regex then runs on the stretches between them separately.
+    for (size_t a = 0; a < ncp;) {
+        size_t b = ncp;
+        if (im->split_digits && unicode_is_number(w->cps[a])) {
+            b = a + 1;
+            while (im->split_digits == 2 && b < ncp && unicode_is_number(w->cps[b])) b++;
+            if (encode_bpe_word(t, w, s + w->offs[a], w->offs[b] - w->offs[a], out, err)) return -1;
+            a = b;
+            continue;
+        }
+        if (im->split_digits)
+            for (b = a; b < ncp && !unicode_is_number(w->cps[b]);) b++;
+        const uint32_t *cps = w->cps + a;
+        for (size_t i = 0; i < b - a;) {
+            size_t j = im->pretok == PRETOK_LLAMA3  ? pretok_llama3_next(cps, b - a, i)
+                     : im->pretok == PRETOK_QWEN2 ? pretok_qwen2_next(cps, b - a, i)
+                                                  : pretok_gpt2_next(cps, b - a, i);
+            if (encode_bpe_word(t, w, s + w->offs[a + i], w->offs[a + j] - w->offs[a + i], out, err)) return -1;
+            i = j;
+        }
+        a = b;
     }
     return 0;
 }

@@ -207,6 +207,8 @@ static int components(const cJSON *o, const char *seq_key, const cJSON **out, in
 static const char GPT2_REGEX[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 static const char LLAMA3_REGEX[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
                                    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char QWEN2_REGEX[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+                                  "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 // What a tokenizer.json's normalizer, pre_tokenizer and decoder say about the algorithm.
 typedef struct {
@@ -215,6 +217,7 @@ typedef struct {
     int spm_style;         // "▁" normalizer / Metaspace / byte_fallback
     int spm_prefix;        // a "▁" is prepended (Prepend normalizer, Metaspace prepend)
     PretokKind pretok;
+    int split_digits;      // Digits pre-tokenizer: 1 individual_digits, 2 runs
 } JsonStyle;
 
 static int is_spm_space(const char *s) { return s && strcmp(s, "\xE2\x96\x81") == 0; }
@@ -241,6 +244,8 @@ static int read_style(const cJSON *root, const cJSON *model, JsonStyle *st, cons
             st->bl_prefix_space = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "add_prefix_space"));
             const cJSON *use_regex = cJSON_GetObjectItemCaseSensitive(p, "use_regex");
             if (!cJSON_IsFalse(use_regex)) have_regex = 1;
+        } else if (jtype_is(p, "Digits")) {
+            st->split_digits = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "individual_digits")) ? 1 : 2;
         } else if (jtype_is(p, "Metaspace")) {
             st->spm_style = 1;
             const char *scheme = jstr(p, "prepend_scheme");
@@ -253,6 +258,7 @@ static int read_style(const cJSON *root, const cJSON *model, JsonStyle *st, cons
             const char *re = jstr(pat, "Regex");
             if (re && strcmp(re, GPT2_REGEX) == 0) st->pretok = PRETOK_GPT2;
             else if (re && strcmp(re, LLAMA3_REGEX) == 0) st->pretok = PRETOK_LLAMA3;
+            else if (re && strcmp(re, QWEN2_REGEX) == 0) st->pretok = PRETOK_QWEN2;
             else
                 return ftk_err(err, "%s: pre-tokenizer Split pattern \"%.200s\" is not supported (GPT-2 and Llama-3 "
                                "patterns are)", path, re ? re : "(not a regex)");
@@ -261,6 +267,8 @@ static int read_style(const cJSON *root, const cJSON *model, JsonStyle *st, cons
             return ftk_err(err, "%s: pre-tokenizer %s is not supported", path, jstr(p, "type") ? jstr(p, "type") : "?");
         }
     }
+    if (st->split_digits && !st->byte_level)
+        return ftk_err(err, "%s: the Digits pre-tokenizer is supported only with ByteLevel", path);
     if (st->byte_level && !have_regex)
         return ftk_err(err, "%s: byte-level BPE without a pre-tokenizer regex is not supported", path);
     n = components(cJSON_GetObjectItemCaseSensitive(root, "decoder"), "decoders", parts, 16);
@@ -372,6 +380,7 @@ int tokenizer_load_hf_json(Tokenizer **out, const char *path, char *err) {
             t->add_space_prefix = kind == TOK_SPM ? st.spm_prefix : 0;
             if (kind == TOK_BPE && st.bl_prefix_space) t->add_space_prefix = 1;
             tokenizer_set_pretok(t, st.pretok);
+            tokenizer_set_split_digits(t, kind == TOK_BPE ? st.split_digits : 0);
             tokenizer_set_byte_fallback(t, kind == TOK_SPM ? cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback")) : 1);
             tokenizer_set_ignore_merges(t, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges")));
             snprintf(t->source, sizeof t->source, "hf-json");

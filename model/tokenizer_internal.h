@@ -9,7 +9,7 @@
 #include "model/tokenizer.h"
 
 // Pre-tokenizer of a byte-level BPE (TOK_BPE).
-typedef enum { PRETOK_GPT2 = 0, PRETOK_LLAMA3 = 1 } PretokKind;
+typedef enum { PRETOK_GPT2 = 0, PRETOK_LLAMA3 = 1, PRETOK_QWEN2 = 2 } PretokKind;
 
 typedef struct {
     // piece -> id: open addressing, slots hold an id or -1; piece_len[id] = strlen(pieces[id]).
@@ -36,6 +36,7 @@ typedef struct {
     int byte_fallback;  // SPM: characters without a piece become <0xXX> tokens (else unk)
     int ignore_merges;  // BPE: a pre-token that is itself a piece is emitted whole (HF ignore_merges)
     PretokKind pretok;
+    int split_digits;   // BPE: HF Digits pre-tokenizer first: 0 off, 1 each digit, 2 runs of digits
     char *piece_block;  // storage of all piece strings
     char *merge_block;  // storage of all merge strings
 } TokImpl;
@@ -44,11 +45,13 @@ typedef struct {
 void tokenizer_set_pretok(Tokenizer *t, PretokKind kind);
 void tokenizer_set_byte_fallback(Tokenizer *t, int on);
 void tokenizer_set_ignore_merges(Tokenizer *t, int on);
+void tokenizer_set_split_digits(Tokenizer *t, int mode);  // 0 off, 1 individual digits, 2 digit runs
 // After changing t->types: rebuilds the list of verbatim-matched (CONTROL / USER_DEFINED) tokens.
 int tokenizer_rebuild_specials(Tokenizer *t, char *err);
 
 // Pre-tokenizers (tokenizer_pretok.c): the end of the pre-token that starts at cps[i].
 size_t pretok_gpt2_next(const uint32_t *cps, size_t n, size_t i);
 size_t pretok_llama3_next(const uint32_t *cps, size_t n, size_t i);
+size_t pretok_qwen2_next(const uint32_t *cps, size_t n, size_t i);
 
 #endif

@@ -55,7 +55,8 @@ size_t pretok_gpt2_next(const uint32_t *cps, size_t n, size_t i) {
 
 // Llama-3 / tiktoken cl100k style:
 // (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
-size_t pretok_llama3_next(const uint32_t *cps, size_t n, size_t i) {
+// Qwen2 is the same with \p{N} (one digit at a time) for \p{N}{1,3}.
+static size_t llama3_like_next(const uint32_t *cps, size_t n, size_t i, size_t max_digits) {
     size_t c = contraction(cps, n, i, 1);
     if (c) return i + c;
     // [^\r\n\p{L}\p{N}]?\p{L}+
@@ -73,7 +74,7 @@ size_t pretok_llama3_next(const uint32_t *cps, size_t n, size_t i) {
     // \p{N}{1,3}
     if (is_number(cps[i])) {
         size_t j = i;
-        while (j < n && j - i < 3 && is_number(cps[j])) j++;
+        while (j < n && j - i < max_digits && is_number(cps[j])) j++;
         return j;
     }
     // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
@@ -96,3 +97,6 @@ size_t pretok_llama3_next(const uint32_t *cps, size_t n, size_t i) {
     }
     return whitespace_run(cps, n, i);
 }
+
+size_t pretok_llama3_next(const uint32_t *cps, size_t n, size_t i) { return llama3_like_next(cps, n, i, 3); }
+size_t pretok_qwen2_next(const uint32_t *cps, size_t n, size_t i) { return llama3_like_next(cps, n, i, 1); }

@@ -403,6 +403,66 @@ static void test_hf_json_byte_level(void **state) {
     test_rmtree(dir);
 }
 
+// Sequence[Digits, ByteLevel] (SmolLM): digits are split off before the GPT-2 regex runs.
+static void test_hf_json_digits(void **state) {
+    (void)state;
+    const char *dir = test_tmpdir("tokjson_digits");
+    char err[FTK_ERR_LEN], json[2048];
+    const char *modes[] = {"", "{\"type\":\"Digits\",\"individual_digits\":true},",
+                           "{\"type\":\"Digits\",\"individual_digits\":false},"};
+    // "a 123": no Digits -> "a", " 123" -> a, Ġ 12 3; individual -> "a", " ", 1, 2, 3; runs -> "a", " ", 12 3
+    const int want[3][5] = {{0, 1, 5, 4}, {0, 1, 2, 3, 4}, {0, 1, 5, 4}};
+    const int n_want[3] = {4, 5, 4};
+    for (int m = 0; m < 3; m++) {
+        snprintf(json, sizeof json,
+                 "{\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[%s{\"type\":\"ByteLevel\","
+                 "\"add_prefix_space\":false,\"use_regex\":true}]},\"decoder\":{\"type\":\"ByteLevel\"},"
+                 "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"\xC4\xA0\":1,\"1\":2,\"2\":3,\"3\":4,\"12\":5},"
+                 "\"merges\":[\"1 2\"]}}", modes[m]);
+        Tokenizer *t;
+        int rc = tokenizer_load_hf_json(&t, write_file(dir, "tokenizer.json", json), err);
+        if (rc) fprintf(stderr, "%s\n", err);
+        assert_int_equal(rc, 0);
+        expect_ids(t, "a 123", -1, want[m], n_want[m]);
+        expect_roundtrip(t, "a 123");
+        tokenizer_free(t);
+    }
+    test_rmtree(dir);
+}
+
+// Sequence[Split(regex), ByteLevel(use_regex=false)] as Llama-3 and Qwen2 ship it.
+static void test_hf_json_split_regex(void **state) {
+    (void)state;
+    const char *dir = test_tmpdir("tokjson_split");
+    char err[FTK_ERR_LEN], json[4096];
+    const char *l3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| "
+                     "?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+";
+    const char *qw = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| "
+                     "?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+";
+    const char *regexes[2] = {l3, qw};
+    // "I'M 12345": Llama-3 -> I, 'M, " ", 123, 45; Qwen2 -> I, 'M, " ", 1, 2, 3, 4, 5 (GPT-2 would give I ' M " 12345")
+    const int want[2][8] = {{0, 9, 3, 11, 12}, {0, 9, 3, 4, 5, 6, 7, 8}};
+    const int n_want[2] = {5, 8};
+    for (int k = 0; k < 2; k++) {
+        snprintf(json, sizeof json,
+                 "{\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                 "{\"Regex\":\"%s\"},\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\","
+                 "\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":false}]},"
+                 "\"decoder\":{\"type\":\"ByteLevel\"},\"model\":{\"type\":\"BPE\",\"ignore_merges\":true,"
+                 "\"vocab\":{\"I\":0,\"'\":1,\"M\":2,\"\xC4\xA0\":3,\"1\":4,\"2\":5,\"3\":6,\"4\":7,\"5\":8,"
+                 "\"'M\":9,\"12\":10,\"123\":11,\"45\":12},"
+                 "\"merges\":[\"' M\",\"1 2\",\"12 3\",\"4 5\"]}}", regexes[k]);
+        Tokenizer *t;
+        int rc = tokenizer_load_hf_json(&t, write_file(dir, "tokenizer.json", json), err);
+        if (rc) fprintf(stderr, "%s\n", err);
+        assert_int_equal(rc, 0);
+        expect_ids(t, "I'M 12345", -1, want[k], n_want[k]);
+        expect_roundtrip(t, "I'M 12345");
+        tokenizer_free(t);
+    }
+    test_rmtree(dir);
+}
+
 // SentencePiece-style BPE as HF ships LLaMA / TinyLlama: <unk> <s> </s>, 256 byte tokens, then
 // pieces; merges by rank; byte_fallback; BOS from the post-processor template.
 static char *spm_style_json(int metaspace) {
@@ -497,13 +557,18 @@ static void test_pretokenizers(void **state) {
     const char *gpt2[] = {"Hello", " world", "!", " I", "'", "M", " 12345", " years", "\n\n ", " old", "  \t", "\n", "ok"};
     const char *llama3[] = {"Hello", " world", "!", " I", "'M", " ", "123", "45", " years", "\n\n", " ", " old",
                             "  \t\n", "ok"};
+    const char *qwen2[] = {"Hello", " world", "!", " I", "'M", " ", "1", "2", "3", "4", "5", " years", "\n\n", " ",
+                           " old", "  \t\n", "ok"};
     check_split(pretok_gpt2_next, text, gpt2, 13);
     check_split(pretok_llama3_next, text, llama3, 14);
+    check_split(pretok_qwen2_next, text, qwen2, 17);
     const char *text2 = " \xC2\xBD 3.14 ?\?!\n";  // "½" is \p{N}
     const char *gpt2b[] = {" \xC2\xBD", " 3", ".", "14", " ?\?!", "\n"};
     const char *llama3b[] = {" ", "\xC2\xBD", " ", "3", ".", "14", " ?\?!\n"};
     check_split(pretok_gpt2_next, text2, gpt2b, 6);
     check_split(pretok_llama3_next, text2, llama3b, 7);
+    const char *qwen2b[] = {" ", "\xC2\xBD", " ", "3", ".", "1", "4", " ?\?!\n"};
+    check_split(pretok_qwen2_next, text2, qwen2b, 8);
     const char *text3 = "don't   stop\r\n\r\n x";
     const char *both3[] = {"don", "'t", "  ", " stop", "\r\n\r\n", " x"};
     check_split(pretok_gpt2_next, text3, both3, 6);
@@ -532,7 +597,7 @@ static void test_encode_speed(void **state) {
         double dt = ftk_now() - t0;
         fprintf(stderr, "%s: %zu bytes -> %d tokens in %.3f s\n", names[k], len, n, dt);
         assert_true(n > (int)(len / 8));
-        assert_true(dt < 5.0);  // well under 1 s in Release; slack for sanitizer builds
+        assert_true(dt < 2.0);  // about 0.2 s in Release and under ASan; slack for a loaded machine
         char *back = tokenizer_decode(toks[k], ids, n);
         assert_int_equal(strlen(back), len);
         assert_memory_equal(back, text, len);
@@ -554,6 +619,8 @@ int main(void) {
         cmocka_unit_test(test_gpt2_examples_and_hf_dir),
         cmocka_unit_test(test_hf_dirs_with_spm_model),
         cmocka_unit_test(test_hf_json_byte_level),
+        cmocka_unit_test(test_hf_json_digits),
+        cmocka_unit_test(test_hf_json_split_regex),
         cmocka_unit_test(test_hf_json_spm_style),
         cmocka_unit_test(test_pretokenizers),
         cmocka_unit_test(test_encode_speed),
