@@ -1,5 +1,6 @@
 // attention.c — causal softmax self-attention with GQA, soft-prompt positions and packing masks,
-// batched per (sequence, head): scores and outputs are sgemms over all T positions at once.
+// batched per (sequence, head): scores and outputs are sgemms over blocks of query rows against
+// every key those rows can see (the upper triangle beyond the block is never computed).
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -15,10 +16,15 @@ static int attn_allowed(const AttnShape *s, int b, int i, int j) {
     return s->seg[b * Tt + i - s->nv] == s->seg[b * Tt + j - s->nv];
 }
 
-// Row-wise softmax of the (T, T) scores of sequence b in place, masked entries set to 0.
-static void softmax_masked(float *S, const AttnShape *s, int b) {
+// Causal attention skips the masked upper triangle by working in blocks of ATT_BLOCK query rows:
+// rows [i0, i1) only need keys [0, i1).
+#define ATT_BLOCK 64
+
+// Softmax of rows [i0, i1) of the (T, T) scores of sequence b in place (columns < i1 computed),
+// masked entries and columns past the diagonal set to 0.
+static void softmax_masked(float *S, const AttnShape *s, int b, int i0, int i1) {
     const int T = s->T;
-    for (int i = 0; i < T; i++) {
+    for (int i = i0; i < i1; i++) {
         float *row = S + (size_t)i * T;
         float mx = -INFINITY;
         for (int j = 0; j <= i; j++)
@@ -45,12 +51,18 @@ void attention_forward(float *out, float *probs, const float *qkv, const AttnSha
             const int kh = h / group;
             const float *Q = base + h * hd, *K = base + qd + kh * hd, *V = base + qd + kvd + kh * hd;
             float *P = save_probs ? probs + ((size_t)b * H + h) * T * T : probs;
-            // scores: (T, hd) @ (hd, T) -> (T, T)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, Q, ld, K, ld, 0.0f, P, T);
-            softmax_masked(P, s, b);
-            // (T, T) @ (T, hd) -> (T, hd), written into this head's columns of out
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, V, ld, 0.0f,
-                        out + (size_t)b * T * qd + h * hd, qd);
+            float *O = out + (size_t)b * T * qd + h * hd;
+            for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+                const int rows = T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, keys = i0 + rows;
+                float *Pb = P + (size_t)i0 * T;
+                // scores: (rows, hd) @ (hd, keys) -> (rows, keys)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale, Q + (size_t)i0 * ld, ld,
+                            K, ld, 0.0f, Pb, T);
+                softmax_masked(P, s, b, i0, i0 + rows);
+                // (rows, keys) @ (keys, hd) -> (rows, hd), into this head's columns of out
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, Pb, T, V, ld, 0.0f,
+                            O + (size_t)i0 * qd, qd);
+            }
         }
     }
 }
@@ -70,23 +82,27 @@ void attention_backward(float *dqkv, float *dprobs, const float *dout, const flo
             float *dQ = dbase + h * hd, *dK = dbase + qd + kh * hd, *dV = dbase + qd + kvd + kh * hd;
             const float *P = probs + ((size_t)b * H + h) * T * T;
             const float *dO = dout + (size_t)b * T * qd + h * hd;
-            float *dP = dprobs;
-            // dP = dO V^T: (T, hd) @ (hd, T) -> (T, T)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, qd, V, ld, 0.0f, dP, T);
-            // dV += P^T dO: (T, T)^T @ (T, hd) -> (T, hd)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, qd, 1.0f, dV, ld);
-            // softmax backward in place: dS = P * (dP - sum_j P dP); masked entries have P = 0
-            for (int i = 0; i < T; i++) {
-                const float *p = P + (size_t)i * T;
-                float *d = dP + (size_t)i * T;
-                float dot = 0.0f;
-                for (int j = 0; j <= i; j++) dot += p[j] * d[j];
-                for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot);
-                for (int j = i + 1; j < T; j++) d[j] = 0.0f;
+            for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+                const int rows = T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, keys = i0 + rows;
+                const float *Pb = P + (size_t)i0 * T, *dOb = dO + (size_t)i0 * qd, *Qb = Q + (size_t)i0 * ld;
+                float *dP = dprobs;   // (rows, keys), row stride T
+                // dP = dO V^T: (rows, hd) @ (hd, keys) -> (rows, keys)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dOb, qd, V, ld, 0.0f, dP, T);
+                // dV += P^T dO: (keys, rows) @ (rows, hd) -> (keys, hd)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, Pb, T, dOb, qd, 1.0f, dV, ld);
+                // softmax backward in place: dS = P * (dP - sum_j P dP); masked entries have P = 0
+                for (int r = 0; r < rows; r++) {
+                    const float *p = Pb + (size_t)r * T;
+                    float *d = dP + (size_t)r * T;
+                    float dot = 0.0f;
+                    for (int j = 0; j < keys; j++) dot += p[j] * d[j];
+                    for (int j = 0; j < keys; j++) d[j] = p[j] * (d[j] - dot);
+                }
+                // dQ = scale dS K: (rows, keys) @ (keys, hd);  dK += scale dS^T Q: (keys, rows) @ (rows, hd)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, scale, dP, T, K, ld, 0.0f,
+                            dQ + (size_t)i0 * ld, ld);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, scale, dP, T, Qb, ld, 1.0f, dK, ld);
             }
-            // dQ = scale dS K: (T, T) @ (T, hd);  dK += scale dS^T Q: (T, T)^T @ (T, hd)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dP, T, K, ld, 0.0f, dQ, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dP, T, Q, ld, 1.0f, dK, ld);
         }
     }
 }

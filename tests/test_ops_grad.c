@@ -172,10 +172,31 @@ static double attn_loss(void *p) {
     return dot_d(c->out, c->R, (size_t)c->s.B * c->s.T * c->s.n_heads * c->s.head_dim);
 }
 
-static void run_attention(int H, int KVH, int nv, const int *seg) {
+// Plain double-precision attention of one (b, h) query row, for reference.
+static void attn_reference_row(const AttnCtx *c, int b, int h, int i, double *out) {
+    const AttnShape *s = &c->s;
+    const int T = s->T, hd = s->head_dim, qd = s->n_heads * hd, kvd = s->n_kv_heads * hd, ld = qd + 2 * kvd;
+    const int kh = h / (s->n_heads / s->n_kv_heads), Tt = T - s->nv;
+    const float *base = c->qkv + (size_t)b * T * ld;
+    double w[512], mx = -1e300, sum = 0;
+    for (int j = 0; j <= i; j++) {
+        int ok = j < s->nv || i < s->nv || !s->seg || s->seg[b * Tt + i - s->nv] == s->seg[b * Tt + j - s->nv];
+        double d = 0;
+        for (int k = 0; k < hd; k++) d += (double)base[(size_t)i * ld + h * hd + k] * base[(size_t)j * ld + qd + kh * hd + k];
+        w[j] = ok ? d / sqrt((double)hd) : -1e300;
+        if (w[j] > mx) mx = w[j];
+    }
+    for (int j = 0; j <= i; j++) sum += w[j] = w[j] > -1e299 ? exp(w[j] - mx) : 0.0;
+    for (int k = 0; k < hd; k++) {
+        out[k] = 0;
+        for (int j = 0; j <= i; j++) out[k] += w[j] / sum * base[(size_t)j * ld + qd + kvd + kh * hd + k];
+    }
+}
+
+static void run_attention(int H, int KVH, int nv, const int *seg, int Tt, size_t every) {
     uint64_t rng = 5 + H + nv;
     AttnCtx c;
-    c.s = (AttnShape){2, nv + 4, H, KVH, 4, nv, seg};
+    c.s = (AttnShape){2, nv + Tt, H, KVH, 4, nv, seg};
     const int T = c.s.T, qd = H * 4, ld = qd + 2 * KVH * 4;
     size_t nq = (size_t)2 * T * ld, no = (size_t)2 * T * qd;
     c.qkv = malloc(nq * 4); c.R = malloc(no * 4); c.out = malloc(no * 4);
@@ -195,7 +216,7 @@ static void run_attention(int H, int KVH, int nv, const int *seg) {
                     if (j > i) assert_true(p[j] == 0.0f);
                     else if (j < nv) assert_true(p[j] > 0.0f);
                     else if (seg && i >= nv) {
-                        int same = seg[b * 4 + i - nv] == seg[b * 4 + j - nv];
+                        int same = seg[b * Tt + i - nv] == seg[b * Tt + j - nv];
                         assert_true(same ? p[j] > 0.0f : p[j] == 0.0f);
                     }
                 }
@@ -203,18 +224,34 @@ static void run_attention(int H, int KVH, int nv, const int *seg) {
             }
     // output row 0 of head 0 = v of kv head 0 at row 0 (it only sees itself)
     assert_true(fabsf(c.out[0] - c.qkv[qd + KVH * 4]) < 1e-6f);
+    // every output row against a double-precision reference
+    double ref[64];
+    for (int b = 0; b < 2; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                attn_reference_row(&c, b, h, i, ref);
+                for (int k = 0; k < 4; k++) assert_true(fabs(c.out[((size_t)b * T + i) * qd + h * 4 + k] - ref[k]) < 1e-5);
+            }
     attention_backward(dqkv, dprobs, c.R, c.qkv, c.probs, &c.s);
-    check_grad("attention dqkv", c.qkv, nq, dqkv, attn_loss, &c, 1e-2f, 1e-4, 1e-2, 1);
+    check_grad("attention dqkv", c.qkv, nq, dqkv, attn_loss, &c, 1e-2f, 1e-4, 1e-2, every);
     free(c.qkv); free(c.R); free(c.out); free(c.probs); free(dqkv); free(dprobs);
 }
 
-static void test_attention_grad_mha(void **state) { (void)state; run_attention(2, 2, 0, NULL); }
-static void test_attention_grad_gqa_prompt(void **state) { (void)state; run_attention(4, 2, 2, NULL); }
+static void test_attention_grad_mha(void **state) { (void)state; run_attention(2, 2, 0, NULL, 4, 1); }
+static void test_attention_grad_gqa_prompt(void **state) { (void)state; run_attention(4, 2, 2, NULL, 4, 1); }
 static void test_attention_grad_packed(void **state) {
     (void)state;
     const int seg[8] = {0, 0, 1, 1, 3, 3, 3, 5};
-    run_attention(4, 1, 0, seg);
-    run_attention(4, 2, 2, seg);
+    run_attention(4, 1, 0, seg, 4, 1);
+    run_attention(4, 2, 2, seg, 4, 1);
+}
+// T = 150 spans three 64-row query blocks (and T + nv = 153 a partial fourth)
+static void test_attention_grad_long(void **state) {
+    (void)state;
+    int seg[300];
+    for (int i = 0; i < 300; i++) seg[i] = (i % 150) / 40 + (i >= 150 ? 10 : 0);
+    run_attention(2, 1, 0, NULL, 150, 37);
+    run_attention(2, 2, 3, seg, 150, 37);
 }
 
 // attention_cached (the KV-cache path) equals attention_forward on the same rows
@@ -629,6 +666,7 @@ int main(void) {
         cmocka_unit_test(test_attention_grad_mha),
         cmocka_unit_test(test_attention_grad_gqa_prompt),
         cmocka_unit_test(test_attention_grad_packed),
+        cmocka_unit_test(test_attention_grad_long),
         cmocka_unit_test(test_attention_cached_matches),
         cmocka_unit_test(test_swiglu_gelu_grad),
         cmocka_unit_test(test_residual),
