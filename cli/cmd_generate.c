@@ -78,6 +78,7 @@ int cmd_generate(int argc, char **argv) {
         total += out_lens[i];
         free(out[i]);
     }
+    fflush(stdout);
     fprintf(stderr, "[%d tokens in %.2f s, %.1f tokens/s]\n", total, dt, dt > 0 ? total / dt : 0.0);
     free(prompts); free(lens); free(out_lens); free(out); free(ids);
     cli_free_adapter(&ad);
