@@ -1,9 +1,434 @@
-// cmd_bench.c — (STUB: to be implemented).
+// cmd_bench.c — `ftk bench`: a LoRA SFT step and KV-cache decoding on synthetic models of real
+// shapes (no files), measured against the machine's own sgemm peak and memory bandwidth in the
+// same run. The PyTorch peer for the same step is /work/shared/bench/torch_lora_bench.py;
+// bench/compare.sh runs both side by side.
+//
+// Per model it prints the timed steps, tokens/s (B*T / median step), the phase times, FLOPs per
+// step with their formulas and the achieved GFLOP/s, the fraction of the sgemm peak, peak RSS,
+// parameter counts, decode tokens/s at each --decode-batch against the bandwidth bound, and one
+// `RESULT {json}` line for scripts. Steps during which other processes took more than the idle
+// cores (+ --max-foreign) are dropped and replaced, as the peer does.
+//
+// Build with -DFTK_PROFILE to also time every cblas_sgemm call by kind (linear, attention, LM head,
+// LoRA): this file then interposes cblas_sgemm and forwards to OpenBLAS's.
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "cli/cli.h"
+#include "model/common.h"
+#include "model/synthetic.h"
+#include "sft/bench_decode.h"
+#include "sft/bench_machine.h"
+#include "sft/bench_step.h"
+
+// ---------------------------------------------------------------------------------------------
+// optional sgemm profile (-DFTK_PROFILE)
+
+#ifdef FTK_PROFILE
+#include <dlfcn.h>
+
+enum { PK_LINEAR, PK_ATTENTION, PK_HEAD, PK_LORA, PK_COUNT };
+static const char *PK_NAMES[PK_COUNT] = {"linear (frozen W)", "attention", "LM head", "LoRA"};
+static struct {
+    int hd, V, r;   // the shape being benchmarked, to tell the kinds apart
+    double s[PK_COUNT], flops[PK_COUNT];
+    long calls[PK_COUNT];
+} prof;
+
+typedef void (*SgemmFn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE, const enum CBLAS_TRANSPOSE,
+                        const blasint, const blasint, const blasint, const float, const float *, const blasint,
+                        const float *, const blasint, const float, float *, const blasint);
+
+static int prof_kind(int M, int N, int K) {
+    if (N == prof.V || K == prof.V) return PK_HEAD;
+    if (M == prof.r || N == prof.r || K == prof.r) return PK_LORA;
+    if (K == prof.hd || N == prof.hd) return PK_ATTENTION;   // no linear of these shapes has a head_dim side
+    return PK_LINEAR;
+}
+
+void cblas_sgemm(const enum CBLAS_ORDER Order, const enum CBLAS_TRANSPOSE TransA, const enum CBLAS_TRANSPOSE TransB,
+                 const blasint M, const blasint N, const blasint K, const float alpha, const float *A,
+                 const blasint lda, const float *B, const blasint ldb, const float beta, float *C, const blasint ldc) {
+    static SgemmFn real;
+    if (!real) real = (SgemmFn)dlsym(RTLD_NEXT, "cblas_sgemm");
+    const double t0 = ftk_now();
+    real(Order, TransA, TransB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    const int k = prof_kind(M, N, K);
+    prof.s[k] += ftk_now() - t0;
+    prof.flops[k] += 2.0 * M * N * K;
+    prof.calls[k]++;
+}
+
+static void prof_reset(const ModelConfig *c, int r) {
+    memset(&prof, 0, sizeof prof);
+    prof.hd = c->head_dim;
+    prof.V = c->vocab_size;
+    prof.r = r;
+}
+
+static void prof_report(const char *what, int runs, double total_s) {
+    double s = 0.0;
+    printf("# profile (%s, per run over %d runs): cblas_sgemm by kind\n", what, runs);
+    for (int k = 0; k < PK_COUNT; k++) {
+        s += prof.s[k];
+        printf("#   %-18s %8.1f ms  %6ld calls  %7.1f GFLOP/s  %5.1f%% of the time\n", PK_NAMES[k],
+               prof.s[k] / runs * 1e3, prof.calls[k] / runs, prof.s[k] > 0 ? prof.flops[k] / prof.s[k] * 1e-9 : 0.0,
+               100.0 * prof.s[k] / total_s);
+    }
+    printf("#   %-18s %8.1f ms  (%.1f%%)\n", "not sgemm", (total_s - s) / runs * 1e3, 100.0 * (total_s - s) / total_s);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void with_commas(size_t v, char *out) {
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%zu", v), k = 0;
+    for (int i = 0; i < n; i++) {
+        if (i && (n - i) % 3 == 0) out[k++] = ',';
+        out[k++] = tmp[i];
+    }
+    out[k] = 0;
+}
+
+typedef struct {
+    BenchStepConfig step;
+    int threads;             // OpenBLAS threads in use
+    int n_steps, n_warmup;
+    double max_foreign, quiet_wait;
+    int decode_batches[16], n_decode_batches, decode_tokens, decode_prompt;
+    double peak_gflops;      // measured once per run
+    int peak_n;
+    const char *json_path;
+} BenchOptions;
+
+// Parses "1,8" into out (at most cap values >= 1).
+static int parse_int_list(const char *s, int *out, int cap) {
+    int n = 0;
+    while (s && *s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 4096 || n == cap) return -1;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+// Runs the whole benchmark of one shape and prints as it goes; exits 1 on failure.
+static void bench_model(const char *name, const BenchOptions *o) {
+    char err[FTK_ERR_LEN];
+    const BenchStepConfig *sc = &o->step;
+    int need_pos = sc->seq;
+    if (o->n_decode_batches && o->decode_prompt + o->decode_tokens > need_pos) need_pos = o->decode_prompt + o->decode_tokens;
+    ModelConfig cfg;
+    if (bench_shape(name, need_pos, &cfg, err)) cli_die("%s", err);
+    const int rss_reset = bench_reset_peak_rss() == 0;
+
+    Model m;
+    double t0 = ftk_now();
+    if (model_init_synthetic(&m, &cfg, 1234 + sc->seed, err)) cli_die("%s", err);
+    const double init_s = ftk_now() - t0;
+    double bw = 0.0;
+    if (bench_stream_read(m.weight_mem, m.n_weight_floats, o->threads, 3, &bw, err)) cli_die("%s", err);
+
+    BenchStep bs;
+    if (bench_step_init(&bs, &m, sc, err)) cli_die("%s", err);
+    BenchFlops fl;
+    bench_step_flops(&bs, &fl);
+    const size_t n_base = model_param_count(&cfg), n_train = bs.adapters.n_params;
+    char c_base[32], c_train[32], c_total[32], c_mm[32];
+    with_commas(n_base, c_base);
+    with_commas(n_train, c_train);
+    with_commas(n_base + n_train, c_total);
+    with_commas(fl.gemm_params, c_mm);
+
+    printf("# ftk bench: model=%s (synthetic, built in %.1f s) threads=%d openblas=%s (%s)\n", name, init_s, o->threads,
+           openblas_get_corename(), openblas_get_config());
+    printf("# step: batch=%d seq=%d lora r=%d alpha=%g targets=%s mask_fraction=%g (%d target tokens) lr=%g fp32\n",
+           sc->batch, sc->seq, sc->lora_r, sc->lora_alpha, sc->target_modules[0] ? sc->target_modules : "q_proj,v_proj",
+           sc->mask_fraction, bs.n_targets, sc->learning_rate);
+    printf("# params: total %s = base %s + trainable %s (%.3f%%); gemm weights N_mm %s\n", c_total, c_base, c_train,
+           100.0 * (double)n_train / (double)(n_base + n_train), c_mm);
+    printf("# machine: sgemm peak %.1f GFLOP/s (square %d, best of 3); streaming read %.2f GB/s (%d threads, %.0f MB "
+           "of weights, best of 3)\n",
+           o->peak_gflops, o->peak_n, bw * 1e-9, o->threads, m.n_weight_floats * 4.0 / 1e6);
+    fflush(stdout);
+
+    // training steps, with the peer's interference rule
+    const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    const double allowed = (ncpu > o->threads ? (double)(ncpu - o->threads) : 0.0) + o->max_foreign;
+    const int max_runs = o->n_warmup + 3 * o->n_steps;
+    double *tot = calloc((size_t)max_runs, sizeof(double)), *all = calloc((size_t)max_runs, sizeof(double));
+    BenchStepTimes *kept = calloc((size_t)max_runs, sizeof(BenchStepTimes));
+    if (!tot || !all || !kept) cli_die("out of memory");
+    int n_kept = 0, n_all = 0, dropped = 0, fallback = 0;
+    double last_loss = NAN, prof_total = 0.0;
+    int prof_runs = 0;
+#ifdef FTK_PROFILE
+    prof_reset(&cfg, sc->lora_r);
+#endif
+    for (int i = 0; n_kept < o->n_steps && i < max_runs; i++) {
+        if (i >= o->n_warmup && o->quiet_wait > 0) bench_wait_quiet(o->quiet_wait, allowed);
+#ifdef FTK_PROFILE
+        if (i == o->n_warmup) {
+            prof_reset(&cfg, sc->lora_r);
+            printf("# profile window start (CLOCK_MONOTONIC, for perf record -k mono / perf report --time): %.6f\n",
+                   ftk_now());
+        }
+#endif
+        CpuMeter cm;
+        cpu_meter_start(&cm);
+        BenchStepTimes t;
+        if (bench_step_run(&bs, &t, err)) cli_die("%s", err);
+        const double foreign = cpu_meter_foreign(&cm);
+        const int clean = foreign <= allowed;
+        const char *tag = i < o->n_warmup ? "warmup" : clean ? "step" : "DROPPED";
+        printf("  %s %d: %9.1f ms  loss %.6f  (fwd %.0f / head %.0f / bwd %.0f / opt %.1f ms)  foreign %.2f cores\n", tag,
+               i, t.total_s * 1e3, t.loss, t.forward_s * 1e3, t.head_s * 1e3, t.backward_s * 1e3, t.optim_s * 1e3,
+               foreign);
+        fflush(stdout);
+        last_loss = t.loss;
+        if (i < o->n_warmup) continue;
+        prof_total += t.total_s;
+        prof_runs++;
+        all[n_all++] = t.total_s;
+        if (clean) {
+            kept[n_kept] = t;
+            tot[n_kept++] = t.total_s;
+        } else {
+            dropped++;
+        }
+    }
+    if (n_kept == 0) {
+        printf("  WARNING: no step ran without interference; reporting all steps\n");
+        for (int i = 0; i < n_all; i++) tot[i] = all[i];
+        n_kept = n_all;
+        fallback = 1;
+    }
+    const size_t peak_rss = bench_peak_rss();
+    double mean = 0.0, mn = 1e300, fwd = 0, head = 0, bwd = 0, opt = 0;
+    for (int i = 0; i < n_kept; i++) {
+        mean += tot[i] / n_kept;
+        mn = tot[i] < mn ? tot[i] : mn;
+    }
+    const int n_phase = fallback ? 0 : n_kept;   // phase times of the counted steps
+    for (int i = 0; i < n_phase; i++) {
+        fwd += kept[i].forward_s / n_phase;
+        head += kept[i].head_s / n_phase;
+        bwd += kept[i].backward_s / n_phase;
+        opt += kept[i].optim_s / n_phase;
+    }
+    const double med = median(tot, n_kept);
+    const double tok_s = (double)sc->batch * sc->seq / med;
+    const double gf_model = fl.model / med * 1e-9, gf_exec = fl.executed / med * 1e-9;
+    printf("tokens/s %.1f (median step) | ms/step median %.1f mean %.1f min %.1f | fwd %.0f head %.0f bwd %.0f opt %.1f ms\n",
+           tok_s, med * 1e3, mean * 1e3, mn * 1e3, fwd * 1e3, head * 1e3, bwd * 1e3, opt * 1e3);
+    printf("steps counted %d, dropped for interference %d\n", n_kept, dropped);
+    printf("FLOPs/step, model (peer's formula 4*N_mm*n + 6*N_lora*n + 12*n*T*C*L, n = B*T): %.1f GFLOP -> %.1f GFLOP/s\n",
+           fl.model * 1e-9, gf_model);
+    printf("FLOPs/step, executed sgemm (linear %.1f + attention %.1f + LM head 4*nt*V*C %.1f + LoRA %.2f): %.1f GFLOP "
+           "-> %.1f GFLOP/s = %.1f%% of the sgemm peak %.1f\n",
+           fl.linear * 1e-9, fl.attention * 1e-9, fl.head * 1e-9, fl.lora * 1e-9, fl.executed * 1e-9, gf_exec,
+           100.0 * gf_exec / o->peak_gflops, o->peak_gflops);
+    printf("peak RSS %.0f MiB%s | trainable params %s (%.3f%% of %s)\n", peak_rss / 1048576.0,
+           rss_reset ? "" : " (process-wide)", c_train, 100.0 * (double)n_train / (double)(n_base + n_train), c_total);
+    printf("adapter hash %016llx after %d steps (same data and seed => identical at any thread count)\n",
+           (unsigned long long)bench_step_params_hash(&bs), prof_runs + o->n_warmup);
+    fflush(stdout);
+#ifdef FTK_PROFILE
+    printf("# profile window end: %.6f\n", ftk_now());
+    if (prof_runs) prof_report("training step", prof_runs, prof_total);
+#endif
+
+    cJSON *res = cJSON_CreateObject();
+    cJSON_AddStringToObject(res, "tool", "ftk");
+    cJSON_AddStringToObject(res, "model", name);
+    cJSON_AddStringToObject(res, "mode", "lora");
+    cJSON_AddNumberToObject(res, "batch", sc->batch);
+    cJSON_AddNumberToObject(res, "seq", sc->seq);
+    cJSON_AddNumberToObject(res, "mask_fraction", sc->mask_fraction);
+    cJSON_AddNumberToObject(res, "threads", o->threads);
+    cJSON_AddStringToObject(res, "openblas", openblas_get_corename());
+    cJSON_AddNumberToObject(res, "rank", sc->lora_r);
+    cJSON_AddNumberToObject(res, "trainable", (double)n_train);
+    cJSON_AddNumberToObject(res, "params_base", (double)n_base);
+    cJSON_AddNumberToObject(res, "gemm_params", (double)fl.gemm_params);
+    cJSON_AddNumberToObject(res, "steps", o->n_steps);
+    cJSON_AddNumberToObject(res, "ms_step_median", med * 1e3);
+    cJSON_AddNumberToObject(res, "ms_step_mean", mean * 1e3);
+    cJSON_AddNumberToObject(res, "ms_step_min", mn * 1e3);
+    cJSON_AddNumberToObject(res, "tok_s", tok_s);
+    cJSON_AddNumberToObject(res, "fwd_ms", fwd * 1e3);
+    cJSON_AddNumberToObject(res, "head_ms", head * 1e3);
+    cJSON_AddNumberToObject(res, "bwd_ms", bwd * 1e3);
+    cJSON_AddNumberToObject(res, "opt_ms", opt * 1e3);
+    cJSON_AddNumberToObject(res, "gflop_step", fl.model * 1e-9);
+    cJSON_AddNumberToObject(res, "gflops", gf_model);
+    cJSON_AddNumberToObject(res, "executed_gflop_step", fl.executed * 1e-9);
+    cJSON_AddNumberToObject(res, "executed_gflops", gf_exec);
+    cJSON_AddNumberToObject(res, "sgemm_peak_gflops", o->peak_gflops);
+    cJSON_AddNumberToObject(res, "peak_fraction", gf_exec / o->peak_gflops);
+    cJSON_AddNumberToObject(res, "peak_rss_mb", peak_rss / 1048576.0);
+    cJSON_AddNumberToObject(res, "final_loss", last_loss);
+    cJSON_AddNumberToObject(res, "clean_steps", n_kept);
+    cJSON_AddNumberToObject(res, "dropped_steps", dropped);
+    char hash[24];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)bench_step_params_hash(&bs));
+    cJSON_AddStringToObject(res, "adapter_hash", hash);
+    cJSON_AddNumberToObject(res, "bandwidth_gbs", bw * 1e-9);
+
+    // decoding with the (trained) adapters, as PPO rollouts do
+    cJSON *dec = cJSON_AddArrayToObject(res, "decode");
+    ModelAdapters hooks;
+    adapters_hooks(&bs.adapters, 0, &hooks);
+    const size_t wbytes = bench_decode_weight_bytes(&m, &hooks);
+    for (int k = 0; k < o->n_decode_batches; k++) {
+        const int nb = o->decode_batches[k];
+        BenchDecode d;
+#ifdef FTK_PROFILE
+        prof_reset(&cfg, sc->lora_r);
+#endif
+        if (bench_decode(&m, &hooks, nb, o->decode_prompt, o->decode_tokens, sc->seed, &d, err)) cli_die("%s", err);
+        // every step reads the weights once for all nb rows
+        const double bound = nb * bw / (double)wbytes;
+        printf("decode batch %d: %.1f tokens/s (median step %.1f ms, min %.1f, %d steps after a %d-token prompt; "
+               "prefill %.2f s) | bandwidth bound %.1f tokens/s (%.1f MB of fp32 weights per step / %.2f GB/s) -> "
+               "%.2fx the bound's time\n",
+               nb, d.tok_s, d.ms_step_median, d.ms_step_min, d.steps, o->decode_prompt, d.prefill_s, bound,
+               wbytes / 1e6, bw * 1e-9, bound / d.tok_s);
+#ifdef FTK_PROFILE
+        prof_report("decode step incl. prefill", d.steps, d.ms_step_median * 1e-3 * d.steps + d.prefill_s);
+#endif
+        cJSON *o1 = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o1, "batch", nb);
+        cJSON_AddNumberToObject(o1, "tok_s", d.tok_s);
+        cJSON_AddNumberToObject(o1, "ms_step_median", d.ms_step_median);
+        cJSON_AddNumberToObject(o1, "bound_tok_s", bound);
+        cJSON_AddNumberToObject(o1, "weight_mb", wbytes / 1e6);
+        cJSON_AddItemToArray(dec, o1);
+        fflush(stdout);
+    }
+
+    char *line = cJSON_PrintUnformatted(res);
+    printf("RESULT %s\n", line ? line : "{}");
+    fflush(stdout);
+    if (o->json_path && line) {
+        FILE *f = fopen(o->json_path, "a");
+        if (!f || fprintf(f, "%s\n", line) < 0 || fclose(f)) cli_die("cannot append to %s", o->json_path);
+    }
+    free(line);
+    cJSON_Delete(res);
+    free(tot);
+    free(all);
+    free(kept);
+    bench_step_free(&bs);
+    model_free(&m);
+}
+
 int cmd_bench(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "ftk: this command is not implemented yet\n");
-    return 1;
+    const Flag flags[] = {
+        {"--model", FLAG_LIST, "gpt2,llama", "shapes to run: gpt2 (124M, tied head), llama (12 x 768, SwiGLU 2048, vocab 32000)"},
+        {"--batch", FLAG_INT, "4", "sequences per step"},
+        {"--seq", FLAG_INT, "256", "tokens per sequence"},
+        {"--lora-r", FLAG_INT, "8", "LoRA rank"},
+        {"--lora-alpha", FLAG_FLOAT, "16", "LoRA alpha"},
+        {"--target-modules", FLAG_LIST, "q_proj,v_proj", "LoRA targets (HF module names, as ftk sft)"},
+        {"--mask-fraction", FLAG_FLOAT, "0", "response-only SFT: the first FRACTION of each row's targets are ignored "
+                                             "(-1), so the LM head runs on the other rows only"},
+        {"--threads", FLAG_INT, "0", "OpenBLAS threads and stream-read threads (0 = OpenBLAS's default)"},
+        {"--steps", FLAG_INT, "5", "timed steps (median reported)"},
+        {"--warmup", FLAG_INT, "2", "untimed steps first"},
+        {"--learning-rate", FLAG_FLOAT, "1e-4", "AdamW learning rate (weight decay 0)"},
+        {"--seed", FLAG_INT, "0", "data, weights and adapter init"},
+        {"--decode-batch", FLAG_LIST, "1,8", "decode batch sizes to time (KV cache); empty with --no-decode"},
+        {"--decode-tokens", FLAG_INT, "32", "decode steps per batch size"},
+        {"--decode-prompt", FLAG_INT, "32", "prompt tokens prefilled before decoding"},
+        {"--no-decode", FLAG_BOOL, NULL, "skip the decode measurement"},
+        {"--peak-size", FLAG_INT, "2048", "n of the n x n x n sgemm that measures the peak"},
+        {"--max-foreign", FLAG_FLOAT, "0.1", "drop steps during which other processes used more than (idle cores + this) "
+                                             "cores; a dropped step is replaced, up to 3x --steps runs"},
+        {"--quiet-wait", FLAG_FLOAT, "30", "before each timed step wait up to this many seconds for an idle machine"},
+        {"--json", FLAG_STR, NULL, "append the RESULT JSON line to this file"},
+        {0},
+    };
+    Command cmd = {.name = "bench",
+                   .summary = "benchmark a LoRA SFT step and KV-cache decoding on synthetic models of real shapes",
+                   .usage = "ftk bench [--model gpt2,llama] [--threads T] [--mask-fraction F] [--steps N] [flags]\n\n"
+                            "Builds random-weight models in memory (no files). Reports tokens/s, ms/step, GFLOP/s with\n"
+                            "the FLOPs formulas, the fraction of the sgemm peak measured in the same run, peak RSS,\n"
+                            "trainable/total parameters, and decode tokens/s against the memory-bandwidth bound.\n"
+                            "bench/compare.sh runs it side by side with the PyTorch peer",
+                   .flags = flags,
+                   .n_positional_max = 0};
+    cli_parse(&cmd, argc, argv);
+
+    BenchOptions o;
+    memset(&o, 0, sizeof o);
+    bench_step_config_default(&o.step);
+    o.step.batch = cli_int(&cmd, "--batch");
+    o.step.seq = cli_int(&cmd, "--seq");
+    o.step.lora_r = cli_int(&cmd, "--lora-r");
+    o.step.lora_alpha = (float)cli_float(&cmd, "--lora-alpha");
+    snprintf(o.step.target_modules, sizeof o.step.target_modules, "%s", cli_str(&cmd, "--target-modules"));
+    o.step.mask_fraction = cli_float(&cmd, "--mask-fraction");
+    o.step.learning_rate = cli_float(&cmd, "--learning-rate");
+    o.step.seed = (uint64_t)cli_int(&cmd, "--seed");
+    o.n_steps = cli_int(&cmd, "--steps");
+    o.n_warmup = cli_int(&cmd, "--warmup");
+    o.max_foreign = cli_float(&cmd, "--max-foreign");
+    o.quiet_wait = cli_float(&cmd, "--quiet-wait");
+    o.decode_tokens = cli_int(&cmd, "--decode-tokens");
+    o.decode_prompt = cli_int(&cmd, "--decode-prompt");
+    o.json_path = cli_str(&cmd, "--json");
+    if (o.step.batch < 1 || o.step.seq < 1) cli_usage_error(&cmd, "--batch and --seq must be >= 1");
+    if (o.step.lora_r < 1) cli_usage_error(&cmd, "--lora-r must be >= 1");
+    if (!(o.step.mask_fraction >= 0 && o.step.mask_fraction < 1)) cli_usage_error(&cmd, "--mask-fraction must be in [0, 1)");
+    if (o.n_steps < 1 || o.n_warmup < 0) cli_usage_error(&cmd, "--steps must be >= 1 and --warmup >= 0");
+    if (cli_int(&cmd, "--threads") < 0 || cli_int(&cmd, "--threads") > 64) cli_usage_error(&cmd, "--threads must be in [0, 64]");
+    if (!cli_bool(&cmd, "--no-decode")) {
+        o.n_decode_batches = parse_int_list(cli_str(&cmd, "--decode-batch"), o.decode_batches, 16);
+        if (o.n_decode_batches < 0) cli_usage_error(&cmd, "--decode-batch expects up to 16 comma-separated sizes in [1, 4096]");
+        if (o.decode_tokens < 1 || o.decode_prompt < 1) cli_usage_error(&cmd, "--decode-tokens and --decode-prompt must be >= 1");
+    }
+    const char *models = cli_str(&cmd, "--model");
+    char names[8][16];
+    int n_models = 0;
+    for (const char *p = models; p && *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof names[0] || n_models == 8) cli_usage_error(&cmd, "--model expects gpt2 and/or llama");
+        memcpy(names[n_models], p, len);
+        names[n_models][len] = 0;
+        ModelConfig tmp;
+        char err[FTK_ERR_LEN];
+        if (bench_shape(names[n_models], 0, &tmp, err)) cli_usage_error(&cmd, "%s", err);
+        n_models++;
+        p += len;
+        if (*p == ',') p++;
+    }
+    if (n_models == 0) cli_usage_error(&cmd, "--model expects gpt2 and/or llama");
+
+    cli_set_threads(cli_int(&cmd, "--threads"));
+    o.threads = openblas_get_num_threads();
+    char err[FTK_ERR_LEN];
+    o.peak_n = cli_int(&cmd, "--peak-size");
+    if (bench_sgemm_peak(o.peak_n, 3, &o.peak_gflops, err)) cli_die("%s", err);
+    for (int i = 0; i < n_models; i++) bench_model(names[i], &o);
+    return 0;
 }

@@ -1,0 +1,31 @@
+// bench_decode.h — decoding speed with the KV cache for `ftk bench`, and the memory-bandwidth bound
+// it is judged against: at batch 1 every decode step reads all fp32 weights once, so
+// tokens/s <= bandwidth / weight bytes.
+#ifndef FTK_SFT_BENCH_DECODE_H
+#define FTK_SFT_BENCH_DECODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/transformer.h"
+
+typedef struct {
+    double tok_s;            // batch / median step time
+    double ms_step_median;
+    double ms_step_min;
+    double prefill_s;        // all prompts together
+    int steps;
+} BenchDecode;
+
+// `batch` sequences, each prefilled with prompt_len random tokens (seeded), then n_new greedy decode
+// steps, each one kvcache_decode over all sequences plus an argmax per row; every step is timed.
+// ad may be NULL (base model).
+int bench_decode(const Model *m, const ModelAdapters *ad, int batch, int prompt_len, int n_new, uint64_t seed,
+                 BenchDecode *out, char *err);
+
+// Bytes of fp32 weights one decode step reads: every layer's linears, biases and norms, the final
+// norm, the LM head, and the LoRA A and B of ad (the embedding rows of the new tokens and the KV
+// cache are not counted).
+size_t bench_decode_weight_bytes(const Model *m, const ModelAdapters *ad);
+
+#endif
