@@ -190,10 +190,14 @@ void swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int 
 #define GELU_K 0.7978845608028654f   // sqrt(2/pi)
 #define GELU_C 0.044715f
 
+// tanh(u) = 1 - 2 / (exp(2u) + 1): one expf (several times cheaper than tanhf), absolute error
+// ~1e-7, saturating cleanly to +-1 (exp overflows to inf or underflows to 0).
+static inline float tanh_fast(float u) { return 1.0f - 2.0f / (expf(2.0f * u) + 1.0f); }
+
 void gelu_forward(float *out, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
-        out[i] = 0.5f * v * (1.0f + tanhf(GELU_K * (v + GELU_C * v * v * v)));
+        out[i] = 0.5f * v * (1.0f + tanh_fast(GELU_K * (v + GELU_C * v * v * v)));
     }
 }
 
@@ -201,7 +205,7 @@ void gelu_forward(float *out, const float *x, size_t n) {
 void gelu_backward(float *dx, const float *dout, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
-        float t = tanhf(GELU_K * (v + GELU_C * v * v * v));
+        float t = tanh_fast(GELU_K * (v + GELU_C * v * v * v));
         float du = GELU_K * (1.0f + 3.0f * GELU_C * v * v);
         dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
     }

@@ -17,7 +17,7 @@
 #include "model/common.h"
 #include "model/ops.h"
 
-#define HEAD_CHUNK 128         // rows of logits materialised at a time by the LM head
+#define HEAD_CHUNK 256         // rows of logits materialised at a time by the LM head
 #define LORA_SCRATCH_RANK 64   // LoRA scratch holds all rows at once up to this rank (chunks above)
 
 // What model_backward computes in one layer: only the gradients some trainable tensor needs.

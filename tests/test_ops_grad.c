@@ -320,6 +320,12 @@ static void test_swiglu_gelu_grad(void **state) {
     float x[2] = {1.0f, -2.0f}, y[2];
     gelu_forward(y, x, 2);
     assert_true(fabsf(y[0] - 0.8411920f) < 1e-6f && fabsf(y[1] + 0.0454023f) < 1e-6f);
+    // saturation: no inf/nan far out, gelu(x) -> x and -> 0, tiny inputs -> x/2
+    float xs[3] = {-60.0f, 60.0f, 1e-6f}, ys[3], dys[3], ones[3] = {1, 1, 1};
+    gelu_forward(ys, xs, 3);
+    gelu_backward(dys, ones, xs, 3);
+    assert_true(ys[0] == 0.0f && ys[1] == 60.0f && fabsf(ys[2] - 5e-7f) < 1e-12f);
+    assert_true(fabsf(dys[0]) < 1e-6f && fabsf(dys[1] - 1.0f) < 1e-6f && fabsf(dys[2] - 0.5f) < 1e-6f);
 }
 
 static void test_residual(void **state) {
