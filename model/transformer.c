@@ -369,6 +369,7 @@ int model_forward(const Model *m, const ModelAdapters *ad, RunState *rs, const i
     if (rs->cfg.dim != c->dim || rs->cfg.n_layers != c->n_layers || rs->cfg.vocab_size != c->vocab_size ||
         rs->cfg.ffn_dim != c->ffn_dim || rs->cfg.n_heads != c->n_heads || rs->cfg.arch != c->arch)
         return ftk_err(err, "forward: the run state was created for a different model");
+    rs->B = 0;   // until this forward succeeds there is nothing to differentiate
     const int use_ad = ad && !ad->disabled;
     const int nv = use_ad ? ad->n_virtual : 0;
     if (B <= 0 || Tt <= 0) return ftk_err(err, "forward: invalid batch shape B=%d T=%d", B, Tt);
@@ -410,7 +411,6 @@ int model_forward(const Model *m, const ModelAdapters *ad, RunState *rs, const i
 
 // ---------------------------------------------------------------------------------------------
 // backward
-
 
 // Backward of layer l: on entry rs->dx = dL/d(x_out); on exit dL/d(x_in) (when anything below needs it).
 static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs, int l, const LayerNeeds *nd) {

@@ -283,6 +283,7 @@ static void test_bad_inputs(void **state) {
     assert_int_equal(model_forward(&m, &ad, rs, toks, 2, 8, NULL, NULL, NULL, err), 0);
     ModelAdapters noprompt = {NULL, 2, NULL, NULL, 0};
     assert_int_not_equal(model_forward(&m, &noprompt, rs, toks, 2, 6, NULL, NULL, NULL, err), 0);
+    assert_int_not_equal(model_backward(&m, &ad, rs, err), 0);   // a failed forward leaves nothing to differentiate
     // inference state: no backward, no head gradients
     assert_int_equal(model_forward(&m, NULL, ri, toks, 2, 8, NULL, NULL, NULL, err), 0);
     assert_int_not_equal(model_backward(&m, NULL, ri, err), 0);
