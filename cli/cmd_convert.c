@@ -2,6 +2,7 @@
 // conversion between the formats ftk reads and writes (llama2.c .bin, HF dir, GGUF), e.g. llama2.c
 // -> HF dir or GGUF, HF <-> GGUF. The output is reloaded and its logits on a probe prompt compared
 // with the source's before it is renamed into place.
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,9 @@ int cmd_convert(int argc, char **argv) {
     if (parse_byte_size(cli_str(&cmd, "--max-shard-size"), &shard, err)) cli_usage_error(&cmd, "--max-shard-size: %s", err);
     if (cli_float(&cmd, "--probe-tolerance") < 0) cli_usage_error(&cmd, "--probe-tolerance must be >= 0");
     cli_set_threads(cli_int(&cmd, "--threads"));
+    // A file-size limit (ulimit -f) then fails the write with EFBIG, which is cleaned up like a full
+    // disk, instead of killing the process half-way.
+    signal(SIGXFSZ, SIG_IGN);
 
     Model m;
     cli_load_model(&m, cli_str(&cmd, "--model"), cli_str(&cmd, "--tokenizer"));

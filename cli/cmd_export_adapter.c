@@ -3,6 +3,7 @@
 // with `--lora F.gguf` (lora/export_lora_gguf.h). The file is read back and must reproduce the
 // adapter's logits on a probe prompt.
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,9 @@ int cmd_export_adapter(int argc, char **argv) {
     ExportDtype dtype;
     if (export_dtype_parse(cli_str(&cmd, "--dtype"), &dtype, err)) cli_usage_error(&cmd, "--dtype: %s", err);
     cli_set_threads(cli_int(&cmd, "--threads"));
+    // A file-size limit (ulimit -f) then fails the write with EFBIG, which is cleaned up like a full
+    // disk, instead of killing the process half-way.
+    signal(SIGXFSZ, SIG_IGN);
 
     Model m;
     cli_load_model(&m, cli_str(&cmd, "--model"), cli_str(&cmd, "--tokenizer"));
@@ -85,7 +89,7 @@ int cmd_export_adapter(int argc, char **argv) {
     if (staged_begin(&so, out, 0, cli_bool(&cmd, "--overwrite"), err)) cli_die("%s", err);
     if (lora_gguf_save(&a, so.stage, dtype, name, base, err)) {
         staged_abort(&so);
-        cli_die("%s", err);
+        cli_die("writing %s failed, nothing was left behind: %s", out, err);
     }
     double max_diff = 0, max_ref = 0, tol = 0;
     if (probe) {

@@ -4,6 +4,7 @@
 // the max |Δlogit| between base+adapter (unmerged) and the written file must stay within the
 // dtype's tolerance, else nothing is written.
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,9 @@ int cmd_merge(int argc, char **argv) {
         free(wl);
     }
     cli_set_threads(cli_int(&cmd, "--threads"));
+    // A file-size limit (ulimit -f) then fails the write with EFBIG, which is cleaned up like a full
+    // disk, instead of killing the process half-way.
+    signal(SIGXFSZ, SIG_IGN);
 
     Model m;
     cli_load_model(&m, cli_str(&cmd, "--model"), cli_str(&cmd, "--tokenizer"));

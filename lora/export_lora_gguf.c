@@ -207,7 +207,8 @@ static int check_pair_shape(const GgufFile *f, const GgufTensor *t, uint64_t ne0
     if (t->n_dims == 2 && t->ne[0] == ne0 && t->ne[1] == ne1) return 0;
     const char *hint = (t->n_dims == 2 && t->ne[0] == ne1 && t->ne[1] == ne0)
                            ? " (transposed: lora_a must be ne [in, r] and lora_b ne [r, out])" : "";
-    return ftk_err(err, "%s: tensor '%s' has GGUF shape [%llu, %llu] (ne order), expected [%llu, %llu] for this model%s",
+    return ftk_err(err, "%s: tensor '%s' has GGUF shape [%llu, %llu] (ne order), expected [%llu, %llu] for this model (an "
+                        "adapter made for another model?)%s",
                    f->path, t->name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
                    (unsigned long long)ne0, (unsigned long long)ne1, hint);
 }

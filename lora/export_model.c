@@ -39,13 +39,15 @@ int export_model(const Model *m, const char *out, const ModelExport *x, ExportRe
     memset(&sp, 0, sizeof sp);
     if (staged_begin(&so, out, !gguf, x->overwrite, err)) return -1;
     int rc = 0;
+    char sub[FTK_ERR_LEN];
     if (gguf) {
         GgufExportOptions o = {x->dtype, x->name};
-        rc = export_gguf(m, so.stage, &o, err);
+        rc = export_gguf(m, so.stage, &o, sub);
     } else {
         HfExportOptions o = {x->dtype, x->max_shard_bytes, 1};
-        rc = export_hf(m, so.stage, &o, err);
+        rc = export_hf(m, so.stage, &o, sub);
     }
+    if (rc) ftk_err(err, "writing %s failed, nothing was left behind: %s", so.final_path, sub);
     if (!rc && x->probe_ids) {
         rc = probe_compare(so.stage, x->probe_ids, x->probe_n, x->probe_ref, m->cfg.vocab_size, &res->max_diff,
                            &res->max_ref, err);
@@ -59,7 +61,6 @@ int export_model(const Model *m, const char *out, const ModelExport *x, ExportRe
         }
     }
     if (!rc && x->soft_prompt) {
-        char sub[FTK_ERR_LEN];
         if (!gguf) {
             snprintf(res->soft_prompt_dir, sizeof res->soft_prompt_dir, "%s/soft_prompt", so.final_path);
             char dir[4300];

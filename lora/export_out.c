@@ -83,9 +83,14 @@ static int make_parent(const char *path, char *err) {
     return ftk_mkdirs(parent, err);
 }
 
-// A stale stage from a crashed run: remove it if it is ours, else refuse to touch it.
+// A stale stage from a crashed run: remove it if it is ours, else refuse to touch it. A killed
+// single-file writer also leaves its own OUT.partial.tmp.
 static int clear_stale_stage(const StagedOutput *s, char *err) {
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", s->stage);
     struct stat st;
+    if (lstat(tmp, &st) == 0 && S_ISREG(st.st_mode) && unlink(tmp) != 0)
+        return ftk_err(err, "%s: cannot remove the stale temporary file: %s", tmp, strerror(errno));
     if (lstat(s->stage, &st) != 0) return 0;
     if (S_ISDIR(st.st_mode)) {
         char marker[4300];

@@ -92,10 +92,11 @@ static double max_abs(const float *a, size_t n) {
 // 8.9e-6 on stories260K and 1.6e-5 on tiny-gpt2). Merging in double does not shrink it (measured).
 static double f32_bound(double max_logit) { return fmax(1e-5, 32.0 * ldexp(1.0, -23) * max_logit); }
 
-// Writes the merged model in (format, dtype) with the library's probe, reloads it independently and
-// returns max |Δlogit| against ref.
+// Writes the merged model in (format, dtype) with the library's probe (which reloads the written
+// file with model_load) and returns its max |Δlogit| against ref. With `verify`, the file is loaded
+// once more here and must give the same number.
 static double export_and_compare(const Model *merged, const char *dir, const char *name, ExportFormat fmt,
-                                 ExportDtype dt, const int *ids, int n, const float *ref) {
+                                 ExportDtype dt, const int *ids, int n, const float *ref, int verify) {
     char out[1024], err[FTK_ERR_LEN];
     snprintf(out, sizeof out, "%s/%s", dir, name);
     ModelExport x = {0};
@@ -109,11 +110,12 @@ static double export_and_compare(const Model *merged, const char *dir, const cha
     if (rc) fprintf(stderr, "%s\n", err);
     assert_int_equal(rc, 0);
     assert_true(res.probed);
-    float *lg = logits_of_file(out, ids, n, merged->cfg.vocab_size);
-    double d = max_abs_diff(lg, ref, (size_t)n * merged->cfg.vocab_size);
-    assert_true(fabs(d - res.max_diff) <= 1e-12);   // the probe saw what an independent reload sees
-    free(lg);
-    return d;
+    if (verify) {
+        float *lg = logits_of_file(out, ids, n, merged->cfg.vocab_size);
+        assert_true(max_abs_diff(lg, ref, (size_t)n * merged->cfg.vocab_size) == res.max_diff);
+        free(lg);
+    }
+    return res.max_diff;
 }
 
 // The whole check for one model and one adapter config.
@@ -143,15 +145,15 @@ static void check_model(const char *rel, const char *targets, int r, float alpha
     char d[512];
     snprintf(d, sizeof d, "%s", dir);
     const double scale = fmax(1.0, max_abs(ref, NV));
-    double hf32 = export_and_compare(&merged, d, "hf32", EXPORT_FORMAT_HF, EXPORT_F32, ids, n, ref);
-    double gg32 = export_and_compare(&merged, d, "m32.gguf", EXPORT_FORMAT_GGUF, EXPORT_F32, ids, n, ref);
+    double hf32 = export_and_compare(&merged, d, "hf32", EXPORT_FORMAT_HF, EXPORT_F32, ids, n, ref, 1);
+    double gg32 = export_and_compare(&merged, d, "m32.gguf", EXPORT_FORMAT_GGUF, EXPORT_F32, ids, n, ref, 1);
     // f32 files hold exactly the merged weights: the same logits as the in-memory merge.
     assert_true(hf32 == d_mem && gg32 == d_mem);
-    double hf16 = export_and_compare(&merged, d, "hf16", EXPORT_FORMAT_HF, EXPORT_F16, ids, n, ref);
-    double hfbf = export_and_compare(&merged, d, "hfbf", EXPORT_FORMAT_HF, EXPORT_BF16, ids, n, ref);
-    double gg16 = export_and_compare(&merged, d, "m16.gguf", EXPORT_FORMAT_GGUF, EXPORT_F16, ids, n, ref);
-    double ggbf = export_and_compare(&merged, d, "mbf.gguf", EXPORT_FORMAT_GGUF, EXPORT_BF16, ids, n, ref);
-    double gg8 = export_and_compare(&merged, d, "m8.gguf", EXPORT_FORMAT_GGUF, EXPORT_Q8_0, ids, n, ref);
+    double hf16 = export_and_compare(&merged, d, "hf16", EXPORT_FORMAT_HF, EXPORT_F16, ids, n, ref, 0);
+    double hfbf = export_and_compare(&merged, d, "hfbf", EXPORT_FORMAT_HF, EXPORT_BF16, ids, n, ref, 0);
+    double gg16 = export_and_compare(&merged, d, "m16.gguf", EXPORT_FORMAT_GGUF, EXPORT_F16, ids, n, ref, 0);
+    double ggbf = export_and_compare(&merged, d, "mbf.gguf", EXPORT_FORMAT_GGUF, EXPORT_BF16, ids, n, ref, 0);
+    double gg8 = export_and_compare(&merged, d, "m8.gguf", EXPORT_FORMAT_GGUF, EXPORT_Q8_0, ids, n, ref, 0);
     printf("  %-10s adapter effect %.3g, max|logit| %.3g; max |dlogit|: memory %.2e, f32 hf %.2e gguf %.2e, "
            "f16 hf %.2e gguf %.2e, bf16 hf %.2e gguf %.2e, q8_0 gguf %.2e\n",
            tag, effect, scale, d_mem, hf32, gg32, hf16, gg16, hfbf, ggbf, gg8);
