@@ -175,47 +175,85 @@ void ppo_rollout_free(PpoRollout *r) {
 
 static int hooks_nv(const ModelAdapters *h) { return h && !h->disabled ? h->n_virtual : 0; }
 
-int ppo_runstate_create(RunState **rs, const Model *m, const ModelAdapters *hooks, int batch_size, int P_max, int R,
-                        char *err) {
-    return runstate_create(rs, m, batch_size, hooks_nv(hooks) + P_max + R, 1, err);
-}
-
 // ------------------------------------------------------------------ one forward over a micro-batch
 
 // Sequences seqs[0..n) of the rollout laid out as one right-padded batch, and the rows that score
-// their response tokens.
-typedef struct {
-    int n, Tt, T;       // sequences, real-token columns, nv + Tt
-    int n_tok;          // response tokens
-    int *tokens;        // (n, Tt)
-    int *rows;          // (n_tok) flat row of the final hidden that predicts the token
-    int *targets;       // (n_tok) the response token
-    int *flat;          // (n_tok) its index b*R + t in the rollout arrays
-    float *h;           // (n_tok, C) final hidden at rows (value head input)
-    float *dh;          // (n_tok, C) value head gradient into h
+// their response tokens. Buffers are sized once (ppo_workspace_create) for the largest micro-batch.
+struct PpoWorkspace {
+    RunState *rs;
+    int batch, P_max, R;   // capacity: sequences, prompt and response tokens per sequence
+    int n, Tt, T;          // this micro-batch: sequences, real-token columns, nv + Tt
+    int n_tok;             // response tokens
+    int *tokens;           // (n, Tt)
+    int *rows;             // (n_tok) flat row of the final hidden that predicts the token
+    int *targets;          // (n_tok) the response token
+    int *flat;             // (n_tok) its index b*R + t in the rollout arrays
+    float *h;              // (n_tok, C) final hidden at rows (value head input)
+    float *dh;             // (n_tok, C) value head gradient into h
     float *logp, *entropy, *values;                  // (n_tok)
     float *old_logp, *adv, *old_values, *ret, *dv;   // (n_tok) training only
-} Micro;
+};
 
-static void micro_free(Micro *mb) {
-    free(mb->tokens);
-    free(mb->rows);
-    free(mb->targets);
-    free(mb->flat);
-    free(mb->h);
-    free(mb->dh);
-    free(mb->logp);
-    free(mb->entropy);
-    free(mb->values);
-    free(mb->old_logp);
-    free(mb->adv);
-    free(mb->old_values);
-    free(mb->ret);
-    free(mb->dv);
+void ppo_workspace_free(PpoWorkspace *w) {
+    if (!w) return;
+    runstate_free(w->rs);
+    free(w->tokens);
+    free(w->rows);
+    free(w->targets);
+    free(w->flat);
+    free(w->h);
+    free(w->dh);
+    free(w->logp);
+    free(w->entropy);
+    free(w->values);
+    free(w->old_logp);
+    free(w->adv);
+    free(w->old_values);
+    free(w->ret);
+    free(w->dv);
+    free(w);
 }
 
-static int micro_build(Micro *mb, const PpoRollout *ro, const int *seqs, int n, int nv, int C, char *err) {
-    memset(mb, 0, sizeof *mb);
+int ppo_workspace_create(PpoWorkspace **out, const Model *m, int n_virtual_max, int batch_size, int P_max, int R,
+                         char *err) {
+    *out = NULL;
+    if (batch_size < 1 || P_max < 1 || R < 1 || n_virtual_max < 0)
+        return ftk_err(err, "ppo workspace: bad shape batch=%d P=%d R=%d nv=%d", batch_size, P_max, R, n_virtual_max);
+    PpoWorkspace *w = calloc(1, sizeof *w);
+    if (!w) return ftk_err(err, "ppo workspace: out of memory");
+    w->batch = batch_size;
+    w->P_max = P_max;
+    w->R = R;
+    if (runstate_create(&w->rs, m, batch_size, n_virtual_max + P_max + R, 1, err)) {
+        free(w);
+        return -1;
+    }
+    const size_t nt = (size_t)batch_size * R, C = (size_t)m->cfg.dim;
+    w->tokens = malloc((size_t)batch_size * (P_max + R) * sizeof(int));
+    w->rows = malloc(nt * sizeof(int));
+    w->targets = malloc(nt * sizeof(int));
+    w->flat = malloc(nt * sizeof(int));
+    w->h = malloc(nt * C * sizeof(float));
+    w->dh = malloc(nt * C * sizeof(float));
+    float **f[] = {&w->logp, &w->entropy, &w->values, &w->old_logp, &w->adv, &w->old_values, &w->ret, &w->dv};
+    int ok = w->tokens && w->rows && w->targets && w->flat && w->h && w->dh;
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        *f[i] = malloc(nt * sizeof(float));
+        ok = ok && *f[i];
+    }
+    if (!ok) {
+        ppo_workspace_free(w);
+        return ftk_err(err, "ppo workspace: out of memory for %d sequences of %d + %d tokens", batch_size, P_max, R);
+    }
+    *out = w;
+    return 0;
+}
+
+static int micro_build(PpoWorkspace *w, const PpoRollout *ro, const int *seqs, int n, int nv, char *err) {
+    if (n < 1 || n > w->batch) return ftk_err(err, "ppo: micro-batch of %d sequences, the workspace holds %d", n, w->batch);
+    if (ro->P_max > w->P_max || ro->R > w->R)
+        return ftk_err(err, "ppo: rollout (%d prompt, %d response tokens) larger than the workspace (%d, %d)", ro->P_max,
+                       ro->R, w->P_max, w->R);
     int Tt = 1, n_tok = 0;
     for (int j = 0; j < n; j++) {
         int b = seqs[j];
@@ -224,44 +262,28 @@ static int micro_build(Micro *mb, const PpoRollout *ro, const int *seqs, int n, 
         if (len > Tt) Tt = len;
         n_tok += ro->resp_lens[b];
     }
-    mb->n = n;
-    mb->Tt = Tt;
-    mb->T = nv + Tt;
-    mb->n_tok = n_tok;
-    size_t nt = n_tok > 0 ? (size_t)n_tok : 1;
-    mb->tokens = calloc((size_t)n * Tt, sizeof(int));
-    mb->rows = malloc(nt * sizeof(int));
-    mb->targets = malloc(nt * sizeof(int));
-    mb->flat = malloc(nt * sizeof(int));
-    mb->h = malloc(nt * C * sizeof(float));
-    mb->dh = malloc(nt * C * sizeof(float));
-    float **f[] = {&mb->logp, &mb->entropy, &mb->values, &mb->old_logp, &mb->adv, &mb->old_values, &mb->ret, &mb->dv};
-    int ok = mb->tokens && mb->rows && mb->targets && mb->flat && mb->h && mb->dh;
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-        *f[i] = malloc(nt * sizeof(float));
-        ok = ok && *f[i];
-    }
-    if (!ok) {
-        micro_free(mb);
-        return ftk_err(err, "ppo: out of memory for a micro-batch of %d sequences", n);
-    }
+    w->n = n;
+    w->Tt = Tt;
+    w->T = nv + Tt;
+    w->n_tok = n_tok;
     int k = 0;
     for (int j = 0; j < n; j++) {
         const int b = seqs[j], P = ro->prompt_lens[b], L = ro->resp_lens[b];
-        int *row = mb->tokens + (size_t)j * Tt;   // prompt, response, then padding id 0 (never attended)
+        int *row = w->tokens + (size_t)j * Tt;   // prompt, response, then padding id 0 (never attended)
         memcpy(row, ro->prompt_ids + (size_t)b * ro->P_max, (size_t)P * sizeof(int));
         memcpy(row + P, ro->resp + (size_t)b * ro->R, (size_t)L * sizeof(int));
+        for (int t = P + L; t < Tt; t++) row[t] = 0;
         for (int t = 0; t < L; t++, k++) {
-            mb->rows[k] = j * mb->T + nv + P + t - 1;   // the position before response token t
-            mb->targets[k] = ro->resp[(size_t)b * ro->R + t];
-            mb->flat[k] = b * ro->R + t;
+            w->rows[k] = j * w->T + nv + P + t - 1;   // the position before response token t
+            w->targets[k] = ro->resp[(size_t)b * ro->R + t];
+            w->flat[k] = b * ro->R + t;
         }
     }
     return 0;
 }
 
 typedef struct {
-    const Micro *mb;
+    const PpoWorkspace *w;
     float eps;
     double norm;
 } PolicyGradCtx;
@@ -271,70 +293,67 @@ static float policy_dlogp(void *ctx, int i, float logp) {
     const PolicyGradCtx *c = ctx;
     float dterm;
     int clipped;
-    ppo_policy_term(logp, c->mb->old_logp[i], c->mb->adv[i], c->eps, c->eps, &dterm, &clipped);
+    ppo_policy_term(logp, c->w->old_logp[i], c->w->adv[i], c->eps, c->eps, &dterm, &clipped);
     return (float)(dterm / c->norm);
 }
 
-// Forward of the micro-batch: values (when value_w), then logp and entropy under softmax(z / temperature).
-// With pg != NULL also the policy's gradient into d_final_hidden (scaled back through the temperature).
-static int micro_forward(const Model *m, const ModelAdapters *hooks, RunState *rs, Micro *mb, float temperature,
+// Forward of the built micro-batch: values (when value_w), then logp and entropy under
+// softmax(z / temperature). With pg != NULL also the policy's gradient into d_final_hidden (scaled
+// back through the temperature).
+static int micro_forward(const Model *m, const ModelAdapters *hooks, PpoWorkspace *w, float temperature,
                          const float *value_w, const float *value_b, uint64_t *dropout_rng, PolicyGradCtx *pg,
                          char *err) {
     const int C = m->cfg.dim;
-    if (model_forward(m, hooks, rs, mb->tokens, mb->n, mb->Tt, NULL, NULL, dropout_rng, err)) return -1;
-    if (mb->n_tok == 0) return 0;
-    float *hidden = runstate_final_hidden(rs);
-    gather_rows(mb->h, hidden, mb->rows, mb->n_tok, C);
-    if (value_w) scalar_head_forward(mb->h, mb->n_tok, C, value_w, value_b, mb->values);   // (n, C) @ (C, 1)
+    if (model_forward(m, hooks, w->rs, w->tokens, w->n, w->Tt, NULL, NULL, dropout_rng, err)) return -1;
+    if (w->n_tok == 0) return 0;
+    float *hidden = runstate_final_hidden(w->rs);
+    gather_rows(w->h, hidden, w->rows, w->n_tok, C);
+    if (value_w) scalar_head_forward(w->h, w->n_tok, C, value_w, value_b, w->values);   // (n, C) @ (C, 1)
     // logits / τ = (h / τ) @ lm_head^T: scale the LM head's input rows (each row once; backward reads
     // the pre-norm activations, not final_hidden, so this changes nothing else).
     const float inv_t = temperature > 0 && temperature != 1.0f ? 1.0f / temperature : 1.0f;
     if (inv_t != 1.0f)
-        for (int k = 0; k < mb->n_tok; k++) {
-            float *h = hidden + (size_t)mb->rows[k] * C;
+        for (int k = 0; k < w->n_tok; k++) {
+            float *h = hidden + (size_t)w->rows[k] * C;
             for (int c = 0; c < C; c++) h[c] *= inv_t;
         }
-    if (lm_head_logprobs(m, rs, mb->rows, mb->targets, mb->n_tok, mb->logp, mb->entropy, pg ? policy_dlogp : NULL, pg,
+    if (lm_head_logprobs(m, w->rs, w->rows, w->targets, w->n_tok, w->logp, w->entropy, pg ? policy_dlogp : NULL, pg,
                          err))
         return -1;
     if (pg && inv_t != 1.0f) {   // dL/dh = dL/d(h/τ) / τ
-        float *dhid = runstate_d_final_hidden(rs);
-        for (int k = 0; k < mb->n_tok; k++) {
-            float *d = dhid + (size_t)mb->rows[k] * C;
+        float *dhid = runstate_d_final_hidden(w->rs);
+        for (int k = 0; k < w->n_tok; k++) {
+            float *d = dhid + (size_t)w->rows[k] * C;
             for (int c = 0; c < C; c++) d[c] *= inv_t;
         }
     }
     return 0;
 }
 
-int ppo_forward_rollout(const Model *m, const ModelAdapters *hooks, RunState *rs, int rs_batch, const PpoRollout *ro,
+int ppo_forward_rollout(const Model *m, const ModelAdapters *hooks, PpoWorkspace *w, const PpoRollout *ro,
                         float temperature, const float *value_w, const float *value_b, float *logp, float *entropy,
                         float *values, char *err) {
-    if (rs_batch < 1) return ftk_err(err, "ppo: run state batch %d < 1", rs_batch);
     if (value_w && !values) return ftk_err(err, "ppo: a value head needs a values output");
     const size_t BR = (size_t)ro->B * ro->R;
     memset(logp, 0, BR * sizeof(float));
     if (entropy) memset(entropy, 0, BR * sizeof(float));
     if (values) memset(values, 0, BR * sizeof(float));
-    int *seqs = malloc((size_t)rs_batch * sizeof(int));
-    if (!seqs) return ftk_err(err, "ppo: out of memory");
-    int rc = 0;
-    for (int b0 = 0; b0 < ro->B && rc == 0; b0 += rs_batch) {
-        const int n = ro->B - b0 < rs_batch ? ro->B - b0 : rs_batch;
+    int seqs[64];
+    for (int b0 = 0; b0 < ro->B;) {
+        int n = ro->B - b0;
+        if (n > w->batch) n = w->batch;
+        if (n > 64) n = 64;
         for (int j = 0; j < n; j++) seqs[j] = b0 + j;
-        Micro mb;
-        rc = micro_build(&mb, ro, seqs, n, hooks_nv(hooks), m->cfg.dim, err);
-        if (rc) break;
-        rc = micro_forward(m, hooks, rs, &mb, temperature, value_w, value_b, NULL, NULL, err);
-        for (int k = 0; k < mb.n_tok && rc == 0; k++) {
-            logp[mb.flat[k]] = mb.logp[k];
-            if (entropy) entropy[mb.flat[k]] = mb.entropy[k];
-            if (value_w) values[mb.flat[k]] = mb.values[k];
+        if (micro_build(w, ro, seqs, n, hooks_nv(hooks), err)) return -1;
+        if (micro_forward(m, hooks, w, temperature, value_w, value_b, NULL, NULL, err)) return -1;
+        for (int k = 0; k < w->n_tok; k++) {
+            logp[w->flat[k]] = w->logp[k];
+            if (entropy) entropy[w->flat[k]] = w->entropy[k];
+            if (value_w) values[w->flat[k]] = w->values[k];
         }
-        micro_free(&mb);
+        b0 += n;
     }
-    free(seqs);
-    return rc;
+    return 0;
 }
 
 // ------------------------------------------------------------------ advantages
@@ -360,54 +379,49 @@ int ppo_compute_advantages(PpoRollout *ro, const PpoConfig *pc, double beta, cha
 
 // ------------------------------------------------------------------ one micro-batch of an update
 
-int ppo_micro_batch(const Model *m, Adapters *a, const ModelAdapters *hooks, RunState *rs, const PpoRollout *ro,
+int ppo_micro_batch(const Model *m, Adapters *a, const ModelAdapters *hooks, PpoWorkspace *w, const PpoRollout *ro,
                     const int *seqs, int n, double norm, const PpoConfig *pc, uint64_t *dropout_rng, double *loss,
                     PpoMicroStats *st, char *err) {
     if (!a->value_w) return ftk_err(err, "ppo: the policy adapter has no value head");
     if (!(norm > 0)) return ftk_err(err, "ppo: minibatch token count %g must be > 0", norm);
     const int C = m->cfg.dim;
-    Micro mb;
-    if (micro_build(&mb, ro, seqs, n, hooks_nv(hooks), C, err)) return -1;
-    for (int k = 0; k < mb.n_tok; k++) {
-        const int f = mb.flat[k];
-        mb.old_logp[k] = ro->logp[f];
-        mb.adv[k] = ro->advantages[f];
-        mb.old_values[k] = ro->values[f];
-        mb.ret[k] = ro->returns[f];
+    if (micro_build(w, ro, seqs, n, hooks_nv(hooks), err)) return -1;
+    for (int k = 0; k < w->n_tok; k++) {
+        const int f = w->flat[k];
+        w->old_logp[k] = ro->logp[f];
+        w->adv[k] = ro->advantages[f];
+        w->old_values[k] = ro->values[f];
+        w->ret[k] = ro->returns[f];
     }
-    PolicyGradCtx pg = {&mb, pc->cliprange, norm};
-    int rc = micro_forward(m, hooks, rs, &mb, pc->gen.temperature, a->value_w, a->value_b, dropout_rng, &pg, err);
-    if (rc == 0 && mb.n_tok > 0) {
-        PpoPolicyStats ps;
-        PpoValueStats vs;
-        rc = ppo_policy_loss(mb.logp, mb.old_logp, mb.adv, NULL, (size_t)mb.n_tok, pc->cliprange, pc->cliprange,
-                             (float)norm, mb.entropy, NULL, &ps, err);
-        if (!rc) rc = ppo_value_loss(mb.values, mb.old_values, mb.ret, NULL, (size_t)mb.n_tok, pc->cliprange_value,
-                                     (float)norm, mb.dv, &vs, err);
-        if (!rc) {
-            // value head: dL/dv = vf_coef * dL_v/dv; into the head's weights and, through h, the trunk
-            for (int k = 0; k < mb.n_tok; k++) mb.dv[k] *= pc->vf_coef;
-            memset(mb.dh, 0, (size_t)mb.n_tok * C * sizeof(float));
-            scalar_head_backward(mb.h, mb.n_tok, C, a->value_w, mb.dv, a->dvalue_w, a->dvalue_b, mb.dh);
-            scatter_add_rows(runstate_d_final_hidden(rs), mb.dh, mb.rows, mb.n_tok, C);
-            rc = model_backward(m, hooks, rs, err);
-        }
-        if (!rc) {
-            *loss += (double)ps.loss + (double)pc->vf_coef * vs.loss;
-            if (st) {
-                st->policy_loss += ps.loss;
-                st->value_loss += vs.loss;
-                st->clip_frac += ps.clip_frac;
-                st->value_clip_frac += vs.clip_frac;
-                st->approx_kl += ps.approx_kl;
-                st->ratio_mean += ps.ratio_mean;
-                st->entropy += ps.entropy;
-                st->n_tokens += mb.n_tok;
-            }
-        }
+    PolicyGradCtx pg = {w, pc->cliprange, norm};
+    if (micro_forward(m, hooks, w, pc->gen.temperature, a->value_w, a->value_b, dropout_rng, &pg, err)) return -1;
+    if (w->n_tok == 0) return 0;
+    PpoPolicyStats ps;
+    PpoValueStats vs;
+    if (ppo_policy_loss(w->logp, w->old_logp, w->adv, NULL, (size_t)w->n_tok, pc->cliprange, pc->cliprange,
+                        (float)norm, w->entropy, NULL, &ps, err))
+        return -1;
+    if (ppo_value_loss(w->values, w->old_values, w->ret, NULL, (size_t)w->n_tok, pc->cliprange_value, (float)norm, w->dv,
+                       &vs, err))
+        return -1;
+    // value head: dL/dv = vf_coef * dL_v/dv, into the head's weights and, through h, the shared trunk
+    for (int k = 0; k < w->n_tok; k++) w->dv[k] *= pc->vf_coef;
+    memset(w->dh, 0, (size_t)w->n_tok * C * sizeof(float));
+    scalar_head_backward(w->h, w->n_tok, C, a->value_w, w->dv, a->dvalue_w, a->dvalue_b, w->dh);
+    scatter_add_rows(runstate_d_final_hidden(w->rs), w->dh, w->rows, w->n_tok, C);
+    if (model_backward(m, hooks, w->rs, err)) return -1;
+    *loss += (double)ps.loss + (double)pc->vf_coef * vs.loss;
+    if (st) {
+        st->policy_loss += ps.loss;
+        st->value_loss += vs.loss;
+        st->clip_frac += ps.clip_frac;
+        st->value_clip_frac += vs.clip_frac;
+        st->approx_kl += ps.approx_kl;
+        st->ratio_mean += ps.ratio_mean;
+        st->entropy += ps.entropy;
+        st->n_tokens += w->n_tok;
     }
-    micro_free(&mb);
-    return rc;
+    return 0;
 }
 
 // ------------------------------------------------------------------ the loop
@@ -560,7 +574,7 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
 
     PpoRollout ro;
     memset(&ro, 0, sizeof ro);
-    RunState *rs = NULL;
+    PpoWorkspace *ws = NULL;
     DataLoader L;
     memset(&L, 0, sizeof L);
     AdamW opt;
@@ -576,7 +590,7 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
     char path[4200];
 
     if (ppo_rollout_alloc(&ro, P, P_max, R_cap, err)) goto done;
-    if (runstate_create(&rs, m, tc->batch_size, (nv > ref_nv ? nv : ref_nv) + P_max + R_cap, 1, err)) goto done;
+    if (ppo_workspace_create(&ws, m, nv > ref_nv ? nv : ref_nv, tc->batch_size, P_max, R_cap, err)) goto done;
     if (loader_init(&L, prompts, 1, 1, tc->seed, 0, err)) goto done;
     out_tokens = calloc((size_t)P, sizeof(int *));
     out_lens = calloc((size_t)P, sizeof(int));
@@ -681,10 +695,10 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
         }
         s.gen_seconds = ftk_now() - t0;
         // 2. policy logp / entropy / values, reference logp, scores
-        if (ppo_forward_rollout(m, &hooks, rs, tc->batch_size, &ro, pc->gen.temperature, a->value_w, a->value_b, ro.logp,
+        if (ppo_forward_rollout(m, &hooks, ws, &ro, pc->gen.temperature, a->value_w, a->value_b, ro.logp,
                                 ro.entropy, ro.values, err))
             goto done;
-        if (ppo_forward_rollout(m, &ref, rs, tc->batch_size, &ro, pc->gen.temperature, NULL, NULL, ro.ref_logp, NULL,
+        if (ppo_forward_rollout(m, &ref, ws, &ro, pc->gen.temperature, NULL, NULL, ro.ref_logp, NULL,
                                 NULL, err))
             goto done;
         for (int i = 0; i < P; i++)
@@ -714,7 +728,7 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
                 PpoMicroStats ms;
                 memset(&ms, 0, sizeof ms);
                 for (int g = 0; g < tc->grad_accum; g++)
-                    if (ppo_micro_batch(m, a, &hooks, rs, &ro, mb + (size_t)g * tc->batch_size, tc->batch_size,
+                    if (ppo_micro_batch(m, a, &hooks, ws, &ro, mb + (size_t)g * tc->batch_size, tc->batch_size,
                                         (double)norm, pc, &dropout_rng, &loss, &ms, err))
                         goto done;
                 if (check_loss_finite(loss, opt.step + 1, err)) goto done;
@@ -788,7 +802,7 @@ done:
     trainer_state_free(&ts);
     adamw_free(&opt);
     loader_free(&L);
-    runstate_free(rs);
+    ppo_workspace_free(ws);
     ppo_rollout_free(&ro);
     return rc;
 }

@@ -121,15 +121,18 @@ typedef struct {
 int ppo_rollout_alloc(PpoRollout *r, int B, int P_max, int R, char *err);
 void ppo_rollout_free(PpoRollout *r);
 
-// A run state for the forwards of ppo_forward_rollout / ppo_micro_batch: training = 1 (backward),
-// batch_size rows of n_virtual + P_max + R positions.
-int ppo_runstate_create(RunState **rs, const Model *m, const ModelAdapters *hooks, int batch_size, int P_max, int R,
-                        char *err);
+// The run state (training = 1) and the micro-batch buffers of the forwards below, sized once for
+// batch_size sequences of up to P_max prompt + R response tokens (+ n_virtual_max soft-prompt rows:
+// the largest of the hooks that will be used with it).
+typedef struct PpoWorkspace PpoWorkspace;
+int ppo_workspace_create(PpoWorkspace **w, const Model *m, int n_virtual_max, int batch_size, int P_max, int R,
+                         char *err);
+void ppo_workspace_free(PpoWorkspace *w);
 
-// Forwards over the rollout's sequences (in chunks of rs_batch, the run state's batch size; no
-// dropout, no gradients): writes logp (and entropy when non-NULL) of every response token under `hooks`, and
+// Forwards over the rollout's sequences in chunks of the workspace's batch size (no dropout, no
+// gradients): writes logp (and entropy when non-NULL) of every response token under `hooks`, and
 // values when value_w != NULL (the policy's value head; value_b may be NULL). Padding gets 0.
-int ppo_forward_rollout(const Model *m, const ModelAdapters *hooks, RunState *rs, int rs_batch, const PpoRollout *ro,
+int ppo_forward_rollout(const Model *m, const ModelAdapters *hooks, PpoWorkspace *w, const PpoRollout *ro,
                         float temperature, const float *value_w, const float *value_b, float *logp, float *entropy,
                         float *values, char *err);
 
@@ -146,7 +149,7 @@ typedef struct {
 // a->grads the gradient of (L_clip + vf_coef L_value) with both means divided by `norm` (the valid
 // tokens of the whole minibatch), and adds the stats, each already divided by norm (so a minibatch's
 // micro-batches sum to its means). dropout_rng may be NULL. *loss += this micro-batch's share.
-int ppo_micro_batch(const Model *m, Adapters *a, const ModelAdapters *hooks, RunState *rs, const PpoRollout *ro,
+int ppo_micro_batch(const Model *m, Adapters *a, const ModelAdapters *hooks, PpoWorkspace *w, const PpoRollout *ro,
                     const int *seqs, int n, double norm, const PpoConfig *pc, uint64_t *dropout_rng, double *loss,
                     PpoMicroStats *st, char *err);
 

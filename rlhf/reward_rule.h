@@ -2,9 +2,9 @@
 // reward model (`ftk ppo --reward-rule SPEC`):
 //   contains:WORD   1 when the response contains WORD as a whole word, else 0
 //   count:WORD      the number of whole-word occurrences of WORD in the response
-// "Whole word, case-insensitive" is the regex \bWORD\b with re.IGNORECASE, ASCII case folding:
-// word characters are [A-Za-z0-9_] and every byte >= 0x80 (so a UTF-8 letter next to WORD counts
-// as part of a word, as Python's Unicode \b has it for letters). WORD must start and end with a
+// "Whole word, case-insensitive" is the regex \bWORD\b with re.IGNORECASE on ASCII text: word
+// characters are [A-Za-z0-9_], the same boundaries as the rate measurement (rlhf/eval_rate.h), so a
+// contains:dog reward and the 'dog' rate count the same samples. WORD must start and end with a
 // word character. The response text is what its tokens add after the prompt (decoded as a
 // continuation of the prompt's last token; control tokens such as EOS add nothing).
 #ifndef FTK_RLHF_REWARD_RULE_H
