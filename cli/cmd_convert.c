@@ -75,6 +75,7 @@ int cmd_convert(int argc, char **argv) {
     x.max_shard_bytes = shard;
     x.name = cli_str(&cmd, "--name");
     x.overwrite = cli_bool(&cmd, "--overwrite");
+    x.tokenizer_overridden = cli_str(&cmd, "--tokenizer") != NULL;
     x.probe_ids = probe ? ids : NULL;
     x.probe_n = n_ids;
     x.probe_ref = ref;

@@ -166,6 +166,7 @@ int cmd_merge(int argc, char **argv) {
     x.max_shard_bytes = shard;
     x.name = cli_str(&cmd, "--name");
     x.overwrite = cli_bool(&cmd, "--overwrite");
+    x.tokenizer_overridden = cli_str(&cmd, "--tokenizer") != NULL;
     x.probe_ids = probe ? ids : NULL;
     x.probe_n = n_ids;
     x.probe_ref = ref;
@@ -190,6 +191,7 @@ int cmd_merge(int argc, char **argv) {
     for (int i = 0; i < n; i++) adapters_free(&ads[i]);
     free(ads);
     free(adapter_list);
+    for (int i = 0; i < CLI_MAX_FLAGS; i++) free(cmd.list_buf[i]);   // FLAG_LIST copies made by cli_parse
     model_free(&m);
     return 0;
 }

@@ -1,14 +1,19 @@
 // export_model.c — staged, probed export of a whole model (lora/export_model.h).
 #include "lora/export_model.h"
 
+#include <cjson/cJSON.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lora/export_gguf.h"
 #include "lora/export_hf.h"
 #include "lora/peft.h"
 #include "model/common.h"
+#include "model/gguf.h"
+#include "model/safetensors.h"
 
 int parse_export_format(const char *s, ExportFormat *out, char *err) {
     if (s && !strcmp(s, "hf")) *out = EXPORT_FORMAT_HF;
@@ -30,6 +35,75 @@ static int save_soft_prompt(const Adapters *src, const char *dir, const char *ba
     return rc;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Validation of what was written, against the format rules (FORMATS §2b, §2c), before the probe.
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+// One safetensors file: st_open checks bounds, dtype sizes and that the tensors cover the data
+// buffer exactly (no overlaps, no holes, no trailing bytes); here also the header padding to 8 and
+// __metadata__ {"format": "pt"}.
+static int validate_safetensors(const char *path, int *n_tensors, char *err) {
+    StFile f;
+    if (st_open(&f, path, err)) return -1;
+    int rc = 0;
+    const size_t header = (size_t)(f.data - (const uint8_t *)f.map);   // 8 + N
+    if (header % 8 != 0) rc = ftk_err(err, "%s: header of %zu bytes is not padded to a multiple of 8", path, header);
+    cJSON *meta = f.metadata_json ? cJSON_Parse(f.metadata_json) : NULL;
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(meta, "format");
+    if (!rc && !(cJSON_IsString(fmt) && strcmp(fmt->valuestring, "pt") == 0))
+        rc = ftk_err(err, "%s: __metadata__ lacks \"format\": \"pt\" (transformers refuses such files)", path);
+    cJSON_Delete(meta);
+    *n_tensors += f.n_tensors;
+    st_close(&f);
+    return rc;
+}
+
+static int validate_hf_dir(const Model *m, const char *dir, char *err) {
+    DIR *d = opendir(dir);
+    if (!d) return ftk_err(err, "%s: cannot list the written directory", dir);
+    int rc = 0, n_files = 0, n_tensors = 0;
+    struct dirent *e;
+    char path[4400];
+    while (!rc && (e = readdir(d))) {
+        if (!ends_with(e->d_name, ".safetensors")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        rc = validate_safetensors(path, &n_tensors, err);
+        n_files++;
+    }
+    closedir(d);
+    if (rc) return -1;
+    // Tensor count of the architecture: llama 2 + 9 per layer (+ lm_head), gpt2 4 + 12 per layer.
+    const ModelConfig *c = &m->cfg;
+    int want = c->arch == ARCH_LLAMA ? 2 + 9 * c->n_layers + !c->tied_head : 4 + 12 * c->n_layers;
+    if (n_files == 0 || n_tensors != want)
+        return ftk_err(err, "%s: %d safetensors files with %d tensors written, expected %d tensors", dir, n_files,
+                       n_tensors, want);
+    return 0;
+}
+
+// gguf_open checks the container (bounds, alignment of every tensor, no overlaps); here also that
+// general.alignment is written, and the ne order of the embedding (ne[0] = hidden size).
+static int validate_gguf(const Model *m, const char *path, char *err) {
+    GgufFile f;
+    if (gguf_open(&f, path, err)) return -1;
+    int rc = 0;
+    uint32_t al = 0;
+    if (gguf_get_u32(&f, "general.alignment", &al, err) != 0 || al != f.alignment || f.data_offset % al != 0)
+        rc = ftk_err(err, "%s: general.alignment missing or not honoured", path);
+    const GgufTensor *emb = gguf_find_tensor(&f, "token_embd.weight");
+    if (!rc && !(emb && emb->n_dims == 2 && emb->ne[0] == (uint64_t)m->cfg.dim && emb->ne[1] == (uint64_t)m->cfg.vocab_size))
+        rc = ftk_err(err, "%s: token_embd.weight is not ne [%d, %d]", path, m->cfg.dim, m->cfg.vocab_size);
+    for (size_t i = 0; !rc && i < f.n_tensors; i++)
+        if (f.tensors[i].offset % f.alignment != 0)
+            rc = ftk_err(err, "%s: tensor '%s' is not aligned", path, f.tensors[i].name);
+    gguf_close(&f);
+    return rc;
+}
+
 int export_model(const Model *m, const char *out, const ModelExport *x, ExportResult *res, char *err) {
     memset(res, 0, sizeof *res);
     const int gguf = x->format == EXPORT_FORMAT_GGUF;
@@ -44,10 +118,12 @@ int export_model(const Model *m, const char *out, const ModelExport *x, ExportRe
         GgufExportOptions o = {x->dtype, x->name};
         rc = export_gguf(m, so.stage, &o, sub);
     } else {
-        HfExportOptions o = {x->dtype, x->max_shard_bytes, 1};
+        HfExportOptions o = {x->dtype, x->max_shard_bytes, !x->tokenizer_overridden};
         rc = export_hf(m, so.stage, &o, sub);
     }
     if (rc) ftk_err(err, "writing %s failed, nothing was left behind: %s", so.final_path, sub);
+    if (!rc && (gguf ? validate_gguf(m, so.stage, sub) : validate_hf_dir(m, so.stage, sub)))
+        rc = ftk_err(err, "%s: the written file breaks the format rules: %s", so.final_path, sub);
     if (!rc && x->probe_ids) {
         rc = probe_compare(so.stage, x->probe_ids, x->probe_n, x->probe_ref, m->cfg.vocab_size, &res->max_diff,
                            &res->max_ref, err);

@@ -2,7 +2,9 @@
 // (export_out.h), checked by the logits probe before it is renamed into place. `ftk merge` and
 // `ftk convert` are this plus loading.
 //
-// Order: stage -> write (export_hf / export_gguf) -> reload the staged output and compare its logits
+// Order: stage -> write (export_hf / export_gguf) -> validate the files against the format rules
+// (safetensors: header padded to 8, {"format":"pt"}, packed with no holes; GGUF: general.alignment,
+// aligned tensors, ne order) -> reload the staged output and compare its logits
 // on the probe ids with the reference (the in-memory model, before writing) -> optional soft prompt
 // beside it -> rename into place. When the probe exceeds its tolerance nothing is left behind and
 // the error gives the numbers.
@@ -22,6 +24,7 @@ typedef struct {
     size_t max_shard_bytes;     // HF only; 0 = one file
     const char *name;           // GGUF general.name (NULL: from the model path)
     int overwrite;
+    int tokenizer_overridden;   // HF: write m->tok instead of copying the source dir's tokenizer files
     // Probe (probe_ids == NULL: none). probe_ref: (probe_n, V) logits of the reference forward.
     const int *probe_ids;
     int probe_n;

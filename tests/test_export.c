@@ -36,6 +36,7 @@
 #include "model/gguf.h"
 #include "model/model.h"
 #include "model/safetensors.h"
+#include "model/synthetic.h"
 #include "model/tokenizer.h"
 
 static void load(Model *m, const char *path) {
@@ -617,6 +618,67 @@ static void test_tokenizer_writers(void **state) {
     test_rmtree(d);
 }
 
+// A GGUF SentencePiece vocabulary (HF converter's: <unk> marked CONTROL) -> HF dir -> tokenizer.model
+// that loads back with the same pieces and encodings; a model whose embedding has more rows than its
+// tokenizer gets "[PAD<id>]" pieces of type UNUSED in GGUF, as convert_hf_to_gguf.py writes them.
+static void test_gguf_vocab_to_hf_and_padding(void **state) {
+    (void)state;
+    char d[512], out[1024], err[FTK_ERR_LEN];
+    snprintf(d, sizeof d, "%s", test_tmpdir("vocab"));
+    Model g, h;
+    load(&g, shared_path("models/tiny-llama-hf/tiny-llama.gguf"));
+    join(out, sizeof out, d, "hf");
+    write_model(&g, out, EXPORT_FORMAT_HF, EXPORT_F32, 0);
+    load(&h, out);
+    assert_same_weights(&g, &h);
+    assert_int_equal(h.tok->n_vocab, g.tok->n_vocab);
+    for (int i = 0; i < g.tok->n_vocab; i++) assert_string_equal(h.tok->pieces[i], g.tok->pieces[i]);
+    assert_int_equal(h.tok->types[0], TOKT_UNKNOWN);   // sentencepiece needs its one UNKNOWN piece
+    assert_same_encodings(h.tok, g.tok);
+    model_free(&h);
+    model_free(&g);
+
+    Model m;
+    memset(&m, 0, sizeof m);
+    ModelConfig c = {0};
+    c.arch = ARCH_LLAMA;
+    c.dim = 32;
+    c.n_layers = 1;
+    c.n_heads = c.n_kv_heads = 4;
+    c.head_dim = 8;
+    c.ffn_dim = 64;
+    c.vocab_size = 520;
+    c.max_seq_len = 64;
+    c.norm_eps = 1e-5f;
+    c.rope_theta = 10000.0f;
+    c.bos_id = 1;
+    c.eos_id = 2;
+    assert_int_equal(model_init_synthetic(&m, &c, 3, err), 0);
+    assert_int_equal(tokenizer_load_llama2c(&m.tok, shared_path("models/stories260K/tok512.bin"), 512, err), 0);
+    join(out, sizeof out, d, "pad.gguf");
+    write_model(&m, out, EXPORT_FORMAT_GGUF, EXPORT_F32, 0);
+    GgufFile f;
+    assert_int_equal(gguf_open(&f, out, err), 0);
+    char **tokens;
+    size_t n;
+    int32_t *types;
+    assert_int_equal(gguf_get_str_array(&f, "tokenizer.ggml.tokens", &tokens, &n, err), 0);
+    assert_int_equal(n, 520);
+    assert_string_equal(tokens[511], m.tok->pieces[511]);
+    assert_string_equal(tokens[519], "[PAD519]");
+    gguf_free_str_array(tokens, n);
+    assert_int_equal(gguf_get_i32_array(&f, "tokenizer.ggml.token_type", &types, &n, err), 0);
+    assert_int_equal(types[512], TOKT_UNUSED);
+    free(types);
+    gguf_close(&f);
+    Model back;
+    load(&back, out);
+    assert_same_weights(&m, &back);
+    model_free(&back);
+    model_free(&m);
+    test_rmtree(d);
+}
+
 // ---------------------------------------------------------------------------------------------
 // GGUF LoRA adapters
 
@@ -824,6 +886,7 @@ int main(void) {
         cmocka_unit_test(test_hf_export_reproduces_source),
         cmocka_unit_test(test_hf_sharded_and_generated_config),
         cmocka_unit_test(test_tokenizer_writers),
+        cmocka_unit_test(test_gguf_vocab_to_hf_and_padding),
         cmocka_unit_test(test_lora_gguf_matches_llamacpp),
         cmocka_unit_test(test_lora_gguf_round_trips),
         cmocka_unit_test(test_cli_convert_and_export_adapter),
