@@ -186,7 +186,7 @@ void rm_tokenizer_fingerprint(const Model *m, char out[17]) {
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
-int rm_save_info(const Model *m, const char *dir, const char *base_model, char *err) {
+int rm_save_info(const Model *m, const char *dir, const char *base_model, int append_eos, char *err) {
     char path[4200], fp[17];
     if (ftk_path_join(path, sizeof path, dir, "reward_model.json", err)) return -1;
     rm_tokenizer_fingerprint(m, fp);
@@ -197,19 +197,23 @@ int rm_save_info(const Model *m, const char *dir, const char *base_model, char *
     cJSON_AddNumberToObject(o, "num_hidden_layers", m->cfg.n_layers);
     cJSON_AddNumberToObject(o, "vocab_size", m->cfg.vocab_size);
     cJSON_AddStringToObject(o, "tokenizer_fingerprint", fp);
+    cJSON_AddBoolToObject(o, "append_eos", append_eos);
     if (base_model) cJSON_AddStringToObject(o, "base_model", base_model);
     int rc = json_write_atomic(path, o, err);
     cJSON_Delete(o);
     return rc;
 }
 
-// Compares <dir>/reward_model.json (when present) with m.
-static int rm_check_info(const Model *m, const char *dir, char *err) {
+// Compares <dir>/reward_model.json (when present) with m; *append_eos from it (1 when absent).
+static int rm_check_info(const Model *m, const char *dir, int *append_eos, char *err) {
     char path[4200], fp[17];
+    *append_eos = 1;
     if (ftk_path_join(path, sizeof path, dir, "reward_model.json", err)) return -1;
     if (!ftk_file_exists(path)) return 0;   // an RM written by PEFT/TRL: only the shapes are checked
     cJSON *o = NULL;
     if (json_read_object(path, &o, err)) return -1;
+    const cJSON *ae = cJSON_GetObjectItemCaseSensitive(o, "append_eos");
+    if (cJSON_IsBool(ae)) *append_eos = cJSON_IsTrue(ae);
     const char *base = "?";
     const cJSON *bm = cJSON_GetObjectItemCaseSensitive(o, "base_model");
     if (cJSON_IsString(bm)) base = bm->valuestring;
@@ -243,7 +247,8 @@ static int rm_check_info(const Model *m, const char *dir, char *err) {
 
 int rm_load(RewardModel *rm, const Model *m, const char *dir, char *err) {
     memset(rm, 0, sizeof *rm);
-    if (rm_check_info(m, dir, err)) return -1;
+    int append_eos;
+    if (rm_check_info(m, dir, &append_eos, err)) return -1;
     char sub[FTK_ERR_LEN];
     if (peft_load(&rm->adapters, m, dir, sub)) {
         ftk_err(err, "%s: cannot load the reward model for %s (trained on another base model?): %s", dir, m->path,
@@ -256,6 +261,7 @@ int rm_load(RewardModel *rm, const Model *m, const char *dir, char *err) {
     }
     adapters_hooks(&rm->adapters, 0, &rm->hooks);
     rm->score_w = rm->adapters.score;
+    rm->append_eos = append_eos;
     return 0;
 }
 

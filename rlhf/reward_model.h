@@ -26,6 +26,8 @@ typedef struct {
     Adapters adapters;     // LoRA / soft prompt + score head (owned)
     ModelAdapters hooks;   // frozen hooks into adapters (no gradients)
     const float *score_w;  // (1, C) = adapters.score
+    int append_eos;        // 1: it was trained on sequences ending in EOS (ftk rm's default), so score
+                           // BOS + prompt + response + EOS; from reward_model.json, 1 when absent
 } RewardModel;
 
 // Loads an RM directory (peft_load) for model m and checks it: it must hold a score head, its
@@ -34,14 +36,16 @@ typedef struct {
 int rm_load(RewardModel *rm, const Model *m, const char *dir, char *err);
 void rm_free(RewardModel *rm);
 
-// Writes <dir>/reward_model.json: {"hidden_size", "vocab_size", "n_layers", "tokenizer_fingerprint",
-// "base_model"} so rm_load can refuse a reward model made for another base or tokenizer.
-int rm_save_info(const Model *m, const char *dir, const char *base_model, char *err);
+// Writes <dir>/reward_model.json: {"architecture", "hidden_size", "num_hidden_layers", "vocab_size",
+// "tokenizer_fingerprint", "append_eos", "base_model"} so rm_load can refuse a reward model made for
+// another base or tokenizer, and scorers know whether to end sequences with EOS.
+int rm_save_info(const Model *m, const char *dir, const char *base_model, int append_eos, char *err);
 // FNV-1a 64 over the vocabulary pieces (and BOS/EOS ids) of m's tokenizer, as 16 hex digits; "" when
 // the model has no tokenizer.
 void rm_tokenizer_fingerprint(const Model *m, char out[17]);
 
-// Scores n token sequences (seqs[i] of lens[i] >= 1 tokens, BOS included as the caller wants):
+// Scores n token sequences (seqs[i] of lens[i] >= 1 tokens, BOS included as the caller wants; the
+// reward is read at the last token given, so append EOS when rm.append_eos says the RM was trained so):
 // scores[i] = the reward of sequence i. Runs batched forwards (right-padded, in chunks of up to 16
 // sequences, with a run state allocated for the call). hooks may be NULL (bare base) but score_w
 // may not. Fails when a sequence is empty or longer than the model's context (with the virtual tokens).

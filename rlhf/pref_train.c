@@ -1,0 +1,289 @@
+// pref_train.c — see pref_train.h.
+#include "rlhf/pref_train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lora/peft.h"
+#include "model/common.h"
+#include "model/transformer.h"
+#include "sft/checkpoint.h"
+#include "sft/metrics.h"
+#include "sft/optim.h"
+
+void pair_sums_add(PairSums *acc, const PairSums *x) {
+    acc->loss += x->loss;
+    acc->correct += x->correct;
+    acc->margin += x->margin;
+    acc->chosen += x->chosen;
+    acc->rejected += x->rejected;
+    acc->pairs += x->pairs;
+}
+
+int pref_dataset_max_len(const Dataset *ds) {
+    int mx = 0;
+    if (!ds) return 0;
+    for (int s = 0; s < ds->n * ds->seqs_per_item; s++)
+        if (ds->seqs[s].len > mx) mx = ds->seqs[s].len;
+    return mx;
+}
+
+// Means of sums into an event (loss, accuracy, margin, chosen, rejected).
+static void event_from_sums(PairEvent *e, const PairSums *s) {
+    const double n = s->pairs > 0 ? (double)s->pairs : 1.0;
+    e->loss = s->loss / n;
+    e->accuracy = s->correct / n;
+    e->margin = s->margin / n;
+    e->chosen = s->chosen / n;
+    e->rejected = s->rejected / n;
+}
+
+static int log_line(MetricsLog *ml, const PairObjective *obj, const PairEvent *e, char *err) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return ftk_err(err, "%s: out of memory", ml->path);
+    const char *p = e->is_eval ? "eval_" : "";
+    char key[96];
+    cJSON_AddNumberToObject(o, "step", (double)e->step);
+    cJSON_AddNumberToObject(o, "epoch", json_round9(e->epoch));
+    snprintf(key, sizeof key, "%sloss", p);
+    cJSON_AddNumberToObject(o, key, json_round9(e->loss));
+    const char *names[4] = {obj->key_accuracy, obj->key_margin, obj->key_chosen, obj->key_rejected};
+    const double vals[4] = {e->accuracy, e->margin, e->chosen, e->rejected};
+    for (int k = 0; k < 4; k++) {
+        snprintf(key, sizeof key, "%s%s", p, names[k]);
+        cJSON_AddNumberToObject(o, key, json_round9(vals[k]));
+    }
+    if (!e->is_eval) {
+        cJSON_AddNumberToObject(o, "lr", json_round9(e->lr));
+        cJSON_AddNumberToObject(o, "grad_norm", json_round9(e->grad_norm));
+        cJSON_AddNumberToObject(o, "pairs_per_sec", json_round9(e->pairs_per_sec));
+    }
+    int rc = metrics_write(ml, o, err);
+    cJSON_Delete(o);
+    return rc;
+}
+
+typedef struct {
+    Adapters *a;
+    const char *base_model;
+    const PairObjective *obj;
+} SaveCtx;
+
+static int save_adapter_cb(const char *dir, void *user, char *err) {
+    SaveCtx *s = user;
+    if (peft_save(s->a, dir, s->base_model, err)) return -1;
+    return s->obj->save_extra ? s->obj->save_extra(s->obj->ctx, dir, err) : 0;
+}
+
+// Loads the adapter weights of a checkpoint into a (same configuration).
+static int load_checkpoint_adapter(const Model *m, Adapters *a, const char *dir, char *err) {
+    Adapters tmp;
+    if (peft_load(&tmp, m, dir, err)) return -1;
+    if (tmp.n_params != a->n_params) {
+        size_t got = tmp.n_params;
+        adapters_free(&tmp);
+        return ftk_err(err, "%s: checkpoint adapter has %zu parameters, this run's adapter has %zu (different "
+                            "--lora-r / --target-modules / --num-virtual-tokens?)",
+                       dir, got, a->n_params);
+    }
+    memcpy(a->params, tmp.params, a->n_params * sizeof(float));
+    adapters_free(&tmp);
+    return 0;
+}
+
+static int run_eval(const PairObjective *obj, MetricsLog *ml, int64_t step, int64_t max_steps, double epoch,
+                    PairSums *out, PairEventFn on_event, void *ctx, char *err) {
+    memset(out, 0, sizeof *out);
+    if (obj->evaluate(obj->ctx, out, err)) return -1;
+    PairEvent e;
+    memset(&e, 0, sizeof e);
+    e.step = step;
+    e.max_steps = max_steps;
+    e.epoch = epoch;
+    e.is_eval = 1;
+    e.eta_s = -1;
+    event_from_sums(&e, out);
+    if (log_line(ml, obj, &e, err)) return -1;
+    if (on_event) on_event(ctx, &e);
+    return 0;
+}
+
+int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, const TrainConfig *tc,
+               const cJSON *training_args, const PairObjective *obj, PairEventFn on_event, void *ctx,
+               PairTrainResult *res, char *err) {
+    memset(res, 0, sizeof *res);
+    res->first_loss = res->last_loss = NAN;
+    if (tc->batch_size < 1 || tc->grad_accum < 1) return ftk_err(err, "batch size and accumulation must be >= 1");
+    if (tc->pack_len > 0) return ftk_err(err, "packing does not apply to preference pairs");
+    if (!tc->output_dir) return ftk_err(err, "no output directory");
+    if (train->kind != DS_PREFERENCE || train->seqs_per_item != 2)
+        return ftk_err(err, "%s: pairwise training needs preference pairs", train->path);
+    if (has_eval && !obj->evaluate) return ftk_err(err, "pref_train: the objective has no evaluation");
+    if (ftk_mkdirs(tc->output_dir, err)) return -1;
+
+    // (not adapters_hooks: it would rewire a's shared LoRA hooks)
+    const int n_virtual = a->prompt ? a->cfg.num_virtual_tokens : 0;
+    const int T_max = n_virtual + pref_dataset_max_len(train);
+    if (T_max > m->cfg.max_seq_len)
+        return ftk_err(err, "sequences of %d positions (incl. %d virtual tokens) exceed the model's context %d: "
+                            "lower --max-seq-length",
+                       T_max, n_virtual, m->cfg.max_seq_len);
+
+    RunState *rs = NULL;
+    DataLoader L;
+    memset(&L, 0, sizeof L);
+    AdamW opt;
+    memset(&opt, 0, sizeof opt);
+    TrainerState ts;
+    trainer_state_init(&ts);
+    MetricsLog ml;
+    memset(&ml, 0, sizeof ml);
+    int rc = -1;
+    char path[4200];
+
+    if (runstate_create(&rs, m, 2 * tc->batch_size, T_max, 1, err)) goto done;
+    if (loader_init(&L, train, tc->batch_size, 1, tc->seed, 0, err)) goto done;
+    if (adamw_init(&opt, a->n_params, err)) goto done;
+    opt.beta1 = tc->adam_beta1;
+    opt.beta2 = tc->adam_beta2;
+    opt.eps = tc->adam_epsilon;
+    opt.weight_decay = tc->weight_decay;
+
+    int64_t max_steps = tc->max_steps;
+    if (max_steps <= 0) {
+        double micro = ceil(tc->num_train_epochs * (double)loader_batches_in_epoch(&L));
+        max_steps = (int64_t)ceil(micro / tc->grad_accum);
+        if (max_steps < 1) max_steps = 1;
+    }
+    LrSchedule sched = {tc->lr_scheduler, tc->learning_rate, tc->warmup_steps, max_steps};
+    uint64_t dropout_rng = tc->seed * 0x9E3779B97F4A7C15ull + 1;
+    PairSums log_acc;          // training pairs since the last log line
+    memset(&log_acc, 0, sizeof log_acc);
+    int64_t log_steps = 0;     // optimizer steps since the last log line
+
+    if (training_args) {
+        if (ftk_path_join(path, sizeof path, tc->output_dir, "training_args.json", err)) goto done;
+        if (json_write_atomic(path, training_args, err)) goto done;
+    }
+    if (ftk_path_join(path, sizeof path, tc->output_dir, "metrics.jsonl", err)) goto done;
+    if (tc->resume_from) {
+        if (load_checkpoint_adapter(m, a, tc->resume_from, err)) goto done;
+        if (checkpoint_load(tc->resume_from, &opt, &ts, err)) goto done;
+        DataCursor c = {tc->seed, train->n, ts.data_epoch, ts.data_position, ts.data_rng};
+        if (loader_restore(&L, &c, err)) goto done;
+        dropout_rng = ts.dropout_rng;
+        // The log accumulators, so a resumed run logs the same means as a straight one.
+        const char *keys[6] = {"acc_loss", "acc_correct", "acc_margin", "acc_chosen", "acc_rejected", "acc_pairs"};
+        double *dst[5] = {&log_acc.loss, &log_acc.correct, &log_acc.margin, &log_acc.chosen, &log_acc.rejected};
+        for (int k = 0; k < 6; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(ts.extra, keys[k]);
+            if (!cJSON_IsNumber(v)) continue;
+            if (k < 5) *dst[k] = v->valuedouble;
+            else log_acc.pairs = (long)v->valuedouble;
+        }
+        const cJSON *ls = cJSON_GetObjectItemCaseSensitive(ts.extra, "acc_steps");
+        if (cJSON_IsNumber(ls)) log_steps = (int64_t)ls->valuedouble;
+        if (metrics_open(&ml, path, ts.global_step, err)) goto done;
+    } else {
+        if (metrics_open(&ml, path, -1, err)) goto done;
+        if (has_eval && run_eval(obj, &ml, 0, max_steps, 0, &res->eval_before, on_event, ctx, err)) goto done;
+    }
+
+    SaveCtx save = {a, tc->base_model, obj};
+    const double t_start = ftk_now();
+    double t_log = t_start;
+    long pairs_since_log = 0;
+    const int64_t first_step = opt.step;
+    for (int64_t step = opt.step; step < max_steps; step++) {
+        adapters_zero_grad(a);
+        PairSums st;
+        memset(&st, 0, sizeof st);
+        for (int k = 0; k < tc->grad_accum; k++) {
+            const Batch *bt;
+            if (loader_next(&L, &bt, err)) goto done;
+            if (obj->train_batch(obj->ctx, rs, bt, &dropout_rng, &st, err)) goto done;
+        }
+        if (st.pairs == 0) {
+            ftk_err(err, "step %lld: the batch has no pairs", (long long)step + 1);
+            goto done;
+        }
+        // Sum-of-losses gradients -> the step's mean.
+        const float inv = 1.0f / (float)st.pairs;
+        for (size_t i = 0; i < a->n_params; i++) a->grads[i] *= inv;
+        if (check_loss_finite(st.loss / (double)st.pairs, step + 1, err)) goto done;
+        double gnorm;
+        if (grad_clip(a->grads, a->n_params, tc->max_grad_norm, &gnorm, err)) goto done;
+        double lr = lr_at(&sched, opt.step);
+        adamw_step(&opt, a->params, a->grads, lr);
+        res->pairs_seen += st.pairs;
+        pairs_since_log += st.pairs;
+        pair_sums_add(&log_acc, &st);
+        log_steps++;
+        if (isnan(res->first_loss)) res->first_loss = st.loss / (double)st.pairs;
+        const int64_t done_steps = step + 1;
+        DataCursor cur = loader_cursor(&L);
+        double epoch = (double)cur.epoch + (train->n ? (double)cur.position / train->n : 0.0);
+        int is_last = done_steps == max_steps;
+        if ((tc->logging_steps > 0 && done_steps % tc->logging_steps == 0) || is_last || done_steps == 1) {
+            double now = ftk_now();
+            PairEvent e;
+            memset(&e, 0, sizeof e);
+            e.step = done_steps;
+            e.max_steps = max_steps;
+            e.epoch = epoch;
+            event_from_sums(&e, &log_acc);
+            e.lr = lr;
+            e.grad_norm = gnorm;
+            e.pairs_per_sec = now > t_log ? pairs_since_log / (now - t_log) : 0;
+            e.eta_s = (now - t_start) / (double)(done_steps - first_step) * (double)(max_steps - done_steps);
+            if (log_line(&ml, obj, &e, err)) goto done;
+            if (on_event) on_event(ctx, &e);
+            res->last_loss = e.loss;
+            memset(&log_acc, 0, sizeof log_acc);
+            log_steps = 0;
+            t_log = now;
+            pairs_since_log = 0;
+        }
+        if (has_eval && ((tc->eval_steps > 0 && done_steps % tc->eval_steps == 0) || is_last)) {
+            if (run_eval(obj, &ml, done_steps, max_steps, epoch, &res->eval_after, on_event, ctx, err)) goto done;
+            double l = res->eval_after.loss / (double)res->eval_after.pairs;
+            if (isnan(ts.best_eval_loss) || l < ts.best_eval_loss) {
+                ts.best_eval_loss = l;
+                ts.best_eval_step = done_steps;
+            }
+            ts.last_eval_loss = l;
+        }
+        if (tc->save_steps > 0 && done_steps % tc->save_steps == 0) {
+            ts.global_step = done_steps;
+            ts.epoch = epoch;
+            ts.data_epoch = cur.epoch;
+            ts.data_position = cur.position;
+            ts.data_rng = cur.epoch_rng;
+            ts.dropout_rng = dropout_rng;
+            cJSON_Delete(ts.extra);
+            ts.extra = cJSON_CreateObject();
+            cJSON_AddNumberToObject(ts.extra, "acc_loss", log_acc.loss);
+            cJSON_AddNumberToObject(ts.extra, "acc_correct", log_acc.correct);
+            cJSON_AddNumberToObject(ts.extra, "acc_margin", log_acc.margin);
+            cJSON_AddNumberToObject(ts.extra, "acc_chosen", log_acc.chosen);
+            cJSON_AddNumberToObject(ts.extra, "acc_rejected", log_acc.rejected);
+            cJSON_AddNumberToObject(ts.extra, "acc_pairs", (double)log_acc.pairs);
+            cJSON_AddNumberToObject(ts.extra, "acc_steps", (double)log_steps);
+            if (checkpoint_save(tc->output_dir, &opt, &ts, training_args, save_adapter_cb, &save, tc->save_total_limit,
+                                err))
+                goto done;
+        }
+    }
+    if (save_adapter_cb(tc->output_dir, &save, err)) goto done;
+    res->steps_done = max_steps;
+    res->seconds = ftk_now() - t_start;
+    rc = 0;
+done:
+    metrics_close(&ml);
+    trainer_state_free(&ts);
+    adamw_free(&opt);
+    loader_free(&L);
+    runstate_free(rs);
+    return rc;
+}
