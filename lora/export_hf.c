@@ -242,6 +242,17 @@ static int write_index(const TensorList *l, int n_shards, size_t total, const ch
 // ---------------------------------------------------------------------------------------------
 // config.json, generation_config.json, tokenizer files
 
+// The shortest decimal that reads back as the same float, as a double: rms_norm_eps 1e-5 is written
+// "1e-05" rather than the float's exact value 9.99999974737875e-06.
+static double short_decimal(float f) {
+    char buf[32];
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        if ((float)strtod(buf, NULL) == f) break;
+    }
+    return strtod(buf, NULL);
+}
+
 static cJSON *generated_config(const Model *m, ExportDtype d) {
     const ModelConfig *c = &m->cfg;
     cJSON *o = cJSON_CreateObject();
@@ -265,9 +276,9 @@ static cJSON *generated_config(const Model *m, ExportDtype d) {
         cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
         cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
         cJSON_AddNumberToObject(o, "pretraining_tp", 1);
-        cJSON_AddNumberToObject(o, "rms_norm_eps", (double)c->norm_eps);
+        cJSON_AddNumberToObject(o, "rms_norm_eps", short_decimal(c->norm_eps));
         cJSON_AddNullToObject(o, "rope_scaling");
-        cJSON_AddNumberToObject(o, "rope_theta", (double)c->rope_theta);
+        cJSON_AddNumberToObject(o, "rope_theta", short_decimal(c->rope_theta));
         cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied_head);
         cJSON_AddStringToObject(o, "torch_dtype", torch_dtype(d));
         cJSON_AddBoolToObject(o, "use_cache", 1);
@@ -280,7 +291,7 @@ static cJSON *generated_config(const Model *m, ExportDtype d) {
         cJSON_AddNumberToObject(o, "embd_pdrop", 0.1);
         if (c->eos_id >= 0) cJSON_AddNumberToObject(o, "eos_token_id", c->eos_id);
         cJSON_AddNumberToObject(o, "initializer_range", 0.02);
-        cJSON_AddNumberToObject(o, "layer_norm_epsilon", (double)c->norm_eps);
+        cJSON_AddNumberToObject(o, "layer_norm_epsilon", short_decimal(c->norm_eps));
         cJSON_AddStringToObject(o, "model_type", "gpt2");
         cJSON_AddNumberToObject(o, "n_ctx", c->max_seq_len);
         cJSON_AddNumberToObject(o, "n_embd", c->dim);
