@@ -38,6 +38,8 @@ typedef struct {
 // Parses argv (after the command name). Prints help and exits 0 on --help; prints the problem and
 // exits 2 on a usage error.
 void cli_parse(Command *cmd, int argc, char **argv);
+// Frees the FLAG_LIST copies cli_parse made (values of FLAG_LIST flags dangle afterwards).
+void cli_free_flags(Command *cmd);
 const char *cli_str(const Command *cmd, const char *name);   // NULL when unset
 int cli_int(const Command *cmd, const char *name);
 double cli_float(const Command *cmd, const char *name);

@@ -88,5 +88,6 @@ int cmd_info(int argc, char **argv) {
         printf("trainable params: %s || all params: %s || trainable%%: %.4f\n", a, b, 100.0 * trainable / total);
     }
     if (!config_only) model_free(&m);
+    cli_free_flags(&cmd);
     return 0;
 }

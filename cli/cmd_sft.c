@@ -101,5 +101,6 @@ int cmd_sft(int argc, char **argv) {
     dataset_free(&train);
     adapters_free(&a);
     model_free(&m);
+    cli_free_flags(&cmd);
     return 0;
 }

@@ -69,10 +69,10 @@ void cli_parse(Command *cmd, int argc, char **argv) {
         fprintf(stderr, "internal error: too many flags for ftk %s\n", cmd->name);
         abort();
     }
+    memset(cmd->list_buf, 0, sizeof cmd->list_buf);   // cli_free_flags frees every slot
     for (int i = 0; i < n_flags; i++) {
         cmd->value[i] = cmd->flags[i].def;
         cmd->given[i] = 0;
-        cmd->list_buf[i] = NULL;
     }
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -101,21 +101,28 @@ void cli_parse(Command *cmd, int argc, char **argv) {
             if (i + 1 >= argc) cli_usage_error(cmd, "%s needs a value", f->name);
             val = argv[++i];
         }
-        if (f->type == FLAG_LIST && cmd->given[k]) {
-            size_t n = strlen(cmd->list_buf[k]) + strlen(val) + 2;
+        if (f->type == FLAG_LIST) {   // repeats join with ','
+            const char *prev = cmd->given[k] ? cmd->list_buf[k] : NULL;
+            size_t n = (prev ? strlen(prev) + 1 : 0) + strlen(val) + 1;
             char *nb = malloc(n);
-            snprintf(nb, n, "%s,%s", cmd->list_buf[k], val);
+            if (!nb) cli_die("out of memory parsing %s", f->name);
+            if (prev) snprintf(nb, n, "%s,%s", prev, val);
+            else snprintf(nb, n, "%s", val);
             free(cmd->list_buf[k]);
             cmd->list_buf[k] = nb;
             cmd->value[k] = nb;
-        } else if (f->type == FLAG_LIST) {
-            cmd->list_buf[k] = strdup(val);
-            cmd->value[k] = cmd->list_buf[k];
         } else {
             cmd->value[k] = val;
         }
         cmd->given[k] = 1;
         check_number(cmd, k);
+    }
+}
+
+void cli_free_flags(Command *cmd) {
+    for (int i = 0; i < CLI_MAX_FLAGS; i++) {
+        free(cmd->list_buf[i]);
+        cmd->list_buf[i] = NULL;
     }
 }
 
