@@ -76,6 +76,15 @@ void cli_flags_concat(Flag *out, int cap, const Flag *const *groups, int n_group
     memset(&out[k], 0, sizeof out[k]);
 }
 
+// The value of a string flag into a fixed buffer of the config (left as is when unset); a value that
+// does not fit is a usage error rather than a silently cut list.
+static void copy_flag(const Command *cmd, const char *name, char *dst, size_t n) {
+    const char *v = cli_str(cmd, name);
+    if (!v) return;
+    if (strlen(v) >= n) cli_usage_error(cmd, "%s is too long (%zu bytes, at most %zu)", name, strlen(v), n - 1);
+    memcpy(dst, v, strlen(v) + 1);
+}
+
 void train_parse_common(const Command *cmd, TrainConfig *tc, AdapterConfig *ac, int score_head) {
     char err[FTK_ERR_LEN];
     train_config_default(tc);
@@ -96,10 +105,8 @@ void train_parse_common(const Command *cmd, TrainConfig *tc, AdapterConfig *ac, 
     else if (strcmp(init, "gaussian") == 0) ac->init = LORA_INIT_GAUSSIAN;
     else if (strcmp(init, "false") == 0) ac->init = LORA_INIT_NONE;
     else cli_usage_error(cmd, "--init-lora-weights must be true, gaussian or false");
-    if (cli_str(cmd, "--target-modules"))
-        snprintf(ac->target_modules, sizeof ac->target_modules, "%s", cli_str(cmd, "--target-modules"));
-    if (cli_str(cmd, "--layers-to-transform"))
-        snprintf(ac->layers_to_transform, sizeof ac->layers_to_transform, "%s", cli_str(cmd, "--layers-to-transform"));
+    copy_flag(cmd, "--target-modules", ac->target_modules, sizeof ac->target_modules);
+    copy_flag(cmd, "--layers-to-transform", ac->layers_to_transform, sizeof ac->layers_to_transform);
     if (ac->types & ADAPTER_PROMPT) {
         ac->num_virtual_tokens = cli_int(cmd, "--num-virtual-tokens");
         if (ac->num_virtual_tokens < 1) cli_usage_error(cmd, "--num-virtual-tokens must be >= 1");
@@ -111,7 +118,7 @@ void train_parse_common(const Command *cmd, TrainConfig *tc, AdapterConfig *ac, 
         if (ac->prompt_init == PROMPT_INIT_TEXT) {
             if (!cli_str(cmd, "--prompt-tuning-init-text"))
                 cli_usage_error(cmd, "--prompt-tuning-init text needs --prompt-tuning-init-text");
-            snprintf(ac->prompt_init_text, sizeof ac->prompt_init_text, "%s", cli_str(cmd, "--prompt-tuning-init-text"));
+            copy_flag(cmd, "--prompt-tuning-init-text", ac->prompt_init_text, sizeof ac->prompt_init_text);
         }
     }
     ac->score_head = score_head;
