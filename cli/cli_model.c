@@ -6,7 +6,7 @@
 #include "cli/cli.h"
 #include "model/common.h"
 #include "lora/adapter.h"
-#include "lora/peft.h"
+#include "lora/adapter_load.h"
 #include "model/model.h"
 #include "model/common.h"
 
@@ -22,7 +22,7 @@ void cli_load_adapter(CliAdapter *a, const Model *m, const char *dir) {
     char err[FTK_ERR_LEN];
     Adapters *ad = calloc(1, sizeof *ad);
     if (!ad) cli_die("out of memory");
-    if (peft_load(ad, m, dir, err)) cli_die("%s", err);
+    if (adapter_load_any(ad, m, dir, err)) cli_die("%s", err);
     adapters_hooks(ad, 0, &a->hooks);
     a->adapters = ad;
     a->active = 1;
