@@ -1,6 +1,7 @@
 // tokenizer_gguf.c — a tokenizer from a GGUF file's tokenizer.ggml.* keys (FORMATS §2c):
 // model ("llama" = SentencePiece -> TOK_SPM, "gpt2" = byte-level BPE -> TOK_BPE), tokens,
-// scores, token_type, merges, special ids and the add_bos / add_eos / add_space_prefix flags.
+// scores, token_type, merges, special ids, the add_bos / add_eos / add_space_prefix flags and,
+// for byte-level BPE, the pre-tokenizer named by tokenizer.ggml.pre.
 // Works for vocab-only GGUFs (no tensors).
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,52 @@
 #include "model/common.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
+#include "model/tokenizer_internal.h"
+
+// How a byte-level BPE splits text before merging, by the tokenizer.ggml.pre value llama.cpp's
+// converter writes. The names are grouped as llama.cpp's llama-vocab.cpp groups them by regex.
+typedef struct {
+    PretokKind kind;
+    int split_digits;    // 1: each digit is its own pre-token first (HF Digits(individual_digits))
+    int llama3_options;  // llama.cpp turns on ignore_merges and add_bos for these
+} BpePretok;
+
+static int bpe_pretok_by_name(const char *name, BpePretok *out) {
+    static const char *const gpt2[] = {"default", "gpt-2", "phi-2", "roberta-bpe", "mpt", "olmo", "jais"};
+    static const char *const llama3[] = {"llama3", "llama-v3", "llama-bpe", "falcon3"};
+    static const char *const qwen2[] = {"qwen2", "stablelm2", "megrez"};
+    // GPT-2 regex after splitting every digit off (llama.cpp's "\p{N}" expression first).
+    static const char *const digits[] = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone"};
+    struct { const char *const *names; size_t n; BpePretok p; } groups[] = {
+        {gpt2, sizeof gpt2 / sizeof *gpt2, {PRETOK_GPT2, 0, 0}},
+        {llama3, sizeof llama3 / sizeof *llama3, {PRETOK_LLAMA3, 0, 1}},
+        {qwen2, sizeof qwen2 / sizeof *qwen2, {PRETOK_QWEN2, 0, 0}},
+        {digits, sizeof digits / sizeof *digits, {PRETOK_GPT2, 1, 0}},
+    };
+    for (size_t g = 0; g < sizeof groups / sizeof *groups; g++)
+        for (size_t i = 0; i < groups[g].n; i++)
+            if (strcmp(name, groups[g].names[i]) == 0) {
+                *out = groups[g].p;
+                return 0;
+            }
+    return -1;
+}
+
+// tokenizer.ggml.pre of a byte-level BPE: absent means GPT-2 (files converted before the key
+// existed); a name we do not implement is an error, as in llama.cpp, rather than wrong ids.
+// llama.cpp's own "default" BPE split also cuts punctuation runs first; we read it as GPT-2.
+static int get_bpe_pretok(const GgufFile *f, BpePretok *out, char *err) {
+    BpePretok gpt2 = {PRETOK_GPT2, 0, 0};
+    *out = gpt2;
+    char *pre = NULL;
+    int rc = gguf_get_str(f, "tokenizer.ggml.pre", &pre, err);
+    if (rc == GGUF_ABSENT) return 0;
+    if (rc) return -1;
+    if (bpe_pretok_by_name(pre, out))
+        rc = ftk_err(err, "%s: unknown pre-tokenizer type '%s' (tokenizer.ggml.pre)", f->path, pre);
+    free(pre);
+    return rc ? -1 : 0;
+}
 
 // An optional token id key: -1 when absent; an id outside the vocabulary is an error.
 static int get_token_id(const GgufFile *f, const char *key, size_t n_vocab, int *out, char *err) {
@@ -44,8 +91,11 @@ static int load_from(const GgufFile *f, Tokenizer **out, char *err) {
     }
     free(model);
     int bos, eos, unk, pad;
-    // llama.cpp defaults: SentencePiece adds BOS and a dummy-prefix space, byte-level BPE neither.
-    int add_bos = kind == TOK_SPM, add_eos = 0, add_space_prefix = kind == TOK_SPM;
+    BpePretok pretok = {PRETOK_GPT2, 0, 0};   // SentencePiece has none (llama.cpp ignores the key)
+    if (kind == TOK_BPE && get_bpe_pretok(f, &pretok, err)) return -1;
+    // llama.cpp defaults: SentencePiece adds BOS and a dummy-prefix space, byte-level BPE neither
+    // (Llama-3 style BPE adds BOS).
+    int add_bos = kind == TOK_SPM || pretok.llama3_options, add_eos = 0, add_space_prefix = kind == TOK_SPM;
     rc = gguf_get_str_array(f, "tokenizer.ggml.tokens", &tokens, &n_tokens, err);
     if (rc == GGUF_ABSENT) rc = ftk_err(err, "%s: missing key 'tokenizer.ggml.tokens'", f->path);
     if (!rc && (n_tokens == 0 || n_tokens > (1u << 24)))
@@ -92,6 +142,11 @@ static int load_from(const GgufFile *f, Tokenizer **out, char *err) {
         t->add_bos = add_bos;
         t->add_eos = add_eos;
         t->add_space_prefix = add_space_prefix;
+        if (kind == TOK_BPE) {
+            tokenizer_set_pretok(t, pretok.kind);
+            tokenizer_set_split_digits(t, pretok.split_digits);
+            tokenizer_set_ignore_merges(t, pretok.llama3_options);
+        }
         snprintf(t->source, sizeof t->source, "gguf");
     }
     gguf_free_str_array(tokens, n_tokens);

@@ -1,8 +1,8 @@
 // test_tokenizer.c — the tokenizers against reference ids: llama.cpp's GPT-2 and LLaMA-SPM test
 // vectors (46 strings each: whitespace runs, tabs, CJK, emoji, digits, apostrophes, accents), the
 // stories260K tok512 ids from llama2.c, GPT-2 ids from OpenAI's encoder, HF directories and
-// small tokenizer.json files written here, the pre-tokenizer splits (Python `regex` output), and
-// the encoding speed on 1 MB of text.
+// small tokenizer.json files and vocab-only GGUFs (tokenizer.ggml.pre) written here, the
+// pre-tokenizer splits (Python `regex` output), and the encoding speed on 1 MB of text.
 #include "tests/testutil.h"
 
 #include <stdio.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "model/common.h"
+#include "model/gguf.h"
 #include "model/tokenizer.h"
 #include "model/tokenizer_internal.h"
 #include "model/unicode.h"
@@ -463,6 +464,74 @@ static void test_hf_json_split_regex(void **state) {
     test_rmtree(dir);
 }
 
+// A vocab-only byte-level BPE GGUF with the given tokenizer.ggml.pre (NULL = key absent) and,
+// when add_bos >= 0, tokenizer.ggml.add_bos_token. Same pieces and merges as the Split test above
+// plus "xyz" (no merge builds it) and a control token for BOS.
+static const char *write_bpe_gguf(const char *dir, const char *pre, int add_bos, char *err) {
+    static char path[700];
+    static const char *const tokens[] = {"I", "'", "M", "\xC4\xA0", "1", "2", "3", "4", "5", "'M", "12", "123",
+                                         "45", "xyz", "x", "y", "z", "<|begin_of_text|>"};
+    static const char *const merges[] = {"' M", "1 2", "12 3", "4 5"};
+    int32_t types[18];
+    for (int i = 0; i < 18; i++) types[i] = i == 17 ? TOKT_CONTROL : TOKT_NORMAL;
+    snprintf(path, sizeof path, "%s/vocab-%s.gguf", dir, pre ? pre : "none");
+    GgufWriter *w;
+    assert_int_equal(gguf_writer_create(&w, err), 0);
+    int rc = gguf_writer_set_str(w, "general.architecture", "llama", err) ||
+             gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2", err) ||
+             gguf_writer_set_str_array(w, "tokenizer.ggml.tokens", tokens, 18, err) ||
+             gguf_writer_set_array(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, 18, err) ||
+             gguf_writer_set_str_array(w, "tokenizer.ggml.merges", merges, 4, err) ||
+             gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 17, err);
+    if (!rc && pre) rc = gguf_writer_set_str(w, "tokenizer.ggml.pre", pre, err);
+    if (!rc && add_bos >= 0) rc = gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", add_bos, err);
+    if (!rc) rc = gguf_writer_write(w, path, err);
+    gguf_writer_free(w);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    return path;
+}
+
+// tokenizer.ggml.pre picks the split as llama.cpp does: GPT-2 (absent, "default", "gpt-2"), Llama-3
+// ("llama-bpe", "llama3": also ignore_merges and BOS by default), Qwen2 (single digits), SmolLM
+// (digits split off, then GPT-2); an unknown name is an error naming the file and the value.
+static void test_gguf_bpe_pretokenizer(void **state) {
+    (void)state;
+    const char *dir = test_tmpdir("tok_gguf_pre");
+    char err[FTK_ERR_LEN];
+    const int gpt2[] = {0, 1, 2, 3, 11, 12}, llama3[] = {0, 9, 3, 11, 12}, qwen2[] = {0, 9, 3, 4, 5, 6, 7, 8},
+              smollm[] = {0, 1, 2, 3, 4, 5, 6, 7, 8}, xyz_merged[] = {14, 15, 16}, xyz_whole[] = {13};
+    struct { const char *pre; const int *ids; int n; int whole_xyz; int add_bos; } cases[] = {
+        {NULL, gpt2, 6, 0, 0},          {"default", gpt2, 6, 0, 0}, {"gpt-2", gpt2, 6, 0, 0},
+        {"llama-bpe", llama3, 5, 1, 1}, {"llama3", llama3, 5, 1, 1}, {"qwen2", qwen2, 8, 0, 0},
+        {"smollm", smollm, 9, 0, 0},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        Tokenizer *t;
+        int rc = tokenizer_load_gguf(&t, write_bpe_gguf(dir, cases[c].pre, -1, err), err);
+        if (rc) fprintf(stderr, "%s\n", err);
+        assert_int_equal(rc, 0);
+        assert_int_equal(t->kind, TOK_BPE);
+        assert_int_equal(t->add_bos, cases[c].add_bos);
+        expect_ids(t, "I'M 12345", 0, cases[c].ids, cases[c].n);
+        expect_ids(t, "xyz", 0, cases[c].whole_xyz ? xyz_whole : xyz_merged, cases[c].whole_xyz ? 1 : 3);
+        expect_roundtrip(t, "I'M 12345");
+        tokenizer_free(t);
+    }
+    // An explicit add_bos_token wins over the Llama-3 default.
+    Tokenizer *t;
+    assert_int_equal(tokenizer_load_gguf(&t, write_bpe_gguf(dir, "llama-bpe", 0, err), err), 0);
+    assert_int_equal(t->add_bos, 0);
+    tokenizer_free(t);
+    const char *bad = write_bpe_gguf(dir, "mystery-bpe", -1, err);
+    t = (Tokenizer *)1;
+    assert_int_not_equal(tokenizer_load_gguf(&t, bad, err), 0);
+    assert_null(t);
+    assert_non_null(strstr(err, bad));
+    assert_non_null(strstr(err, "'mystery-bpe'"));
+    test_rmtree(dir);
+}
+
 // SentencePiece-style BPE as HF ships LLaMA / TinyLlama: <unk> <s> </s>, 256 byte tokens, then
 // pieces; merges by rank; byte_fallback; BOS from the post-processor template.
 static char *spm_style_json(int metaspace) {
@@ -621,6 +690,7 @@ int main(void) {
         cmocka_unit_test(test_hf_json_byte_level),
         cmocka_unit_test(test_hf_json_digits),
         cmocka_unit_test(test_hf_json_split_regex),
+        cmocka_unit_test(test_gguf_bpe_pretokenizer),
         cmocka_unit_test(test_hf_json_spm_style),
         cmocka_unit_test(test_pretokenizers),
         cmocka_unit_test(test_encode_speed),
