@@ -59,6 +59,7 @@ int cmd_generate(int argc, char **argv) {
     const int **prompts = malloc(sizeof(int *) * n_samples);
     int *lens = malloc(sizeof(int) * n_samples), *out_lens = calloc(n_samples, sizeof(int));
     int **out = calloc(n_samples, sizeof(int *));
+    if (!prompts || !lens || !out_lens || !out) cli_die("out of memory");
     for (int i = 0; i < n_samples; i++) { prompts[i] = ids; lens[i] = n; }
     uint64_t rng = (uint64_t)cli_int(&cmd, "--seed");
     double t0 = ftk_now();
@@ -68,6 +69,7 @@ int cmd_generate(int argc, char **argv) {
     int total = 0;
     for (int i = 0; i < n_samples; i++) {
         int *all = malloc(sizeof(int) * (n + out_lens[i]));
+        if (!all) cli_die("out of memory");
         for (int j = 0; j < n; j++) all[j] = ids[j];
         for (int j = 0; j < out_lens[i]; j++) all[n + j] = out[i][j];
         char *text = tokenizer_decode(m.tok, all, n + out_lens[i]);

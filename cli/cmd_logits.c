@@ -1,5 +1,6 @@
 // cmd_logits.c — `ftk logits --model M (--prompt TEXT | --tokens 1,2,3) --out FILE.npy`:
 // float32 [T, V] logits of every position (row t = the prediction after tokens 0..t).
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,21 +12,30 @@
 #include "model/tokenizer.h"
 #include "model/transformer.h"
 
+// "1,2,3" -> ids; -1 for anything that is not a non-empty list of ints (a value beyond int range
+// included: it must not wrap around into a valid id).
 static int parse_ids(const char *s, int **ids, int *n) {
     int cap = 16, k = 0;
     int *out = malloc(sizeof(int) * cap);
+    if (!out) cli_die("out of memory");
     while (*s) {
         char *end;
         long v = strtol(s, &end, 10);
-        if (end == s) { free(out); return -1; }
-        if (k == cap) { cap *= 2; out = realloc(out, sizeof(int) * cap); }
+        if (end == s || v < INT_MIN || v > INT_MAX) { free(out); return -1; }
+        if (k == cap) {
+            int *grown = realloc(out, sizeof(int) * (size_t)cap * 2);
+            if (!grown) cli_die("out of memory");
+            out = grown;
+            cap *= 2;
+        }
         out[k++] = (int)v;
         s = end;
         while (*s == ',' || *s == ' ') s++;
     }
+    if (k == 0) { free(out); return -1; }
     *ids = out;
     *n = k;
-    return k > 0 ? 0 : -1;
+    return 0;
 }
 
 int cmd_logits(int argc, char **argv) {
