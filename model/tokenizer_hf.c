@@ -338,7 +338,8 @@ int tokenizer_load_hf_json(Tokenizer **out, const char *path, char *err) {
             a = m->child->valuestring;
             b = m->child->next->valuestring;
         }
-        if (!a || !a[0] || !b[0]) rc = ftk_err(err, "%s: merge %d is not \"a b\" or [\"a\", \"b\"]", path, idx);
+        if (cJSON_IsString(m) && !buf) rc = ftk_err(err, "%s: out of memory", path);
+        else if (!a || !a[0] || !b[0]) rc = ftk_err(err, "%s: merge %d is not \"a b\" or [\"a\", \"b\"]", path, idx);
         else if (vocab_add_merge(&v, a, b, &merge_cap)) rc = ftk_err(err, "%s: out of memory", path);
         free(buf);
     }
