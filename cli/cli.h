@@ -3,6 +3,7 @@
 #ifndef FTK_CLI_H
 #define FTK_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model/transformer.h"
@@ -48,6 +49,7 @@ int cli_given(const Command *cmd, const char *name);
 void cli_usage_error(const Command *cmd, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 void cli_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));  // "ftk: error: ..." exit 1
 void cli_print_help(const Command *cmd);
+void cli_with_commas(size_t v, char *out);   // 1234567 -> "1,234,567"; out holds at least 27 bytes
 int cli_stderr_is_tty(void);
 void cli_set_threads(int n);   // OpenBLAS threads; 0 = leave default
 
@@ -62,6 +64,9 @@ typedef struct {
 } CliAdapter;
 void cli_load_adapter(CliAdapter *a, const Model *m, const char *dir);
 void cli_free_adapter(CliAdapter *a);
+// An inference command's --threads, --model, --tokenizer and --adapter: sets the OpenBLAS threads,
+// loads the model and the adapter (inactive without --adapter), or dies with the error.
+void cli_load_inference(const Command *cmd, Model *m, CliAdapter *a);
 
 // Trainable parameters of a LoRA (rank r > 0 on target_modules) and/or soft prompt for cfg.
 int cli_info_trainable(const ModelConfig *cfg, int r, const char *targets, int n_virtual, size_t *out, char *err);

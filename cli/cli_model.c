@@ -28,6 +28,12 @@ void cli_load_adapter(CliAdapter *a, const Model *m, const char *dir) {
     a->active = 1;
 }
 
+void cli_load_inference(const Command *cmd, Model *m, CliAdapter *a) {
+    cli_set_threads(cli_int(cmd, "--threads"));
+    cli_load_model(m, cli_str(cmd, "--model"), cli_str(cmd, "--tokenizer"));
+    cli_load_adapter(a, m, cli_str(cmd, "--adapter"));
+}
+
 void cli_free_adapter(CliAdapter *a) {
     if (a->adapters) {
         adapters_free(a->adapters);

@@ -33,11 +33,9 @@ int cmd_eval(int argc, char **argv) {
     if (!cli_str(&cmd, "--file")) cli_usage_error(&cmd, "--file is required");
     int bs = cli_int(&cmd, "--batch-size");
     if (bs < 1) cli_usage_error(&cmd, "--batch-size must be >= 1");
-    cli_set_threads(cli_int(&cmd, "--threads"));
     Model m;
-    cli_load_model(&m, cli_str(&cmd, "--model"), cli_str(&cmd, "--tokenizer"));
     CliAdapter ad;
-    cli_load_adapter(&ad, &m, cli_str(&cmd, "--adapter"));
+    cli_load_inference(&cmd, &m, &ad);
     char err[FTK_ERR_LEN];
     DatasetOptions dopt = train_dataset_options(&cmd, DS_SFT, &m, ad.hooks.n_virtual);
     TokEncoder enc;

@@ -42,12 +42,10 @@ int cmd_generate(int argc, char **argv) {
     if (gp.top_k < 0) cli_usage_error(&cmd, "--top-k must be >= 0");
     if (gp.top_p <= 0 || gp.top_p > 1) cli_usage_error(&cmd, "--top-p must be in (0, 1]");
     if (n_samples < 1) cli_usage_error(&cmd, "--num-samples must be >= 1");
-    cli_set_threads(cli_int(&cmd, "--threads"));
 
     Model m;
-    cli_load_model(&m, cli_str(&cmd, "--model"), cli_str(&cmd, "--tokenizer"));
     CliAdapter ad;
-    cli_load_adapter(&ad, &m, cli_str(&cmd, "--adapter"));
+    cli_load_inference(&cmd, &m, &ad);
     char err[FTK_ERR_LEN];
     int *ids = NULL, n = 0;
     const char *prompt = cli_str(&cmd, "--prompt");

@@ -10,16 +10,6 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 
-static void with_commas(size_t v, char *out) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%zu", v), k = 0;
-    for (int i = 0; i < n; i++) {
-        if (i && (n - i) % 3 == 0) out[k++] = ',';
-        out[k++] = tmp[i];
-    }
-    out[k] = 0;
-}
-
 int cmd_info(int argc, char **argv) {
     Flag flags[] = {
         {"--model", FLAG_STR, NULL, "model: HF dir (config.json is enough), .gguf, or llama2.c .bin"},
@@ -69,7 +59,7 @@ int cmd_info(int argc, char **argv) {
     printf("norm eps:      %g\n", cfg.norm_eps);
     if (cfg.arch == ARCH_LLAMA) printf("rope theta:    %g\n", cfg.rope_theta);
     printf("tied head:     %s\n", cfg.tied_head ? "yes" : "no");
-    with_commas(model_param_count(&cfg), buf);
+    cli_with_commas(model_param_count(&cfg), buf);
     printf("parameters:    %s\n", buf);
     if (!config_only) {
         printf("dtype:         %s\n", dtype);
@@ -82,8 +72,8 @@ int cmd_info(int argc, char **argv) {
             cli_die("%s", err);
         size_t total = model_param_count(&cfg) + trainable;
         char a[64], b[64];
-        with_commas(trainable, a);
-        with_commas(total, b);
+        cli_with_commas(trainable, a);
+        cli_with_commas(total, b);
         // The line PEFT's print_trainable_parameters() prints.
         printf("trainable params: %s || all params: %s || trainable%%: %.4f\n", a, b, 100.0 * trainable / total);
     }

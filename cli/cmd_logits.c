@@ -58,12 +58,10 @@ int cmd_logits(int argc, char **argv) {
     if (!cli_str(&cmd, "--out")) cli_usage_error(&cmd, "--out is required");
     if (!!cli_str(&cmd, "--prompt") == !!cli_str(&cmd, "--tokens"))
         cli_usage_error(&cmd, "give exactly one of --prompt and --tokens");
-    cli_set_threads(cli_int(&cmd, "--threads"));
 
     Model m;
-    cli_load_model(&m, cli_str(&cmd, "--model"), cli_str(&cmd, "--tokenizer"));
     CliAdapter ad;
-    cli_load_adapter(&ad, &m, cli_str(&cmd, "--adapter"));
+    cli_load_inference(&cmd, &m, &ad);
     char err[FTK_ERR_LEN];
     int *ids = NULL, n = 0;
     if (cli_str(&cmd, "--tokens")) {

@@ -21,6 +21,16 @@ void cli_print_help(const Command *cmd) {
     printf("  %-30s %s\n", "--help", "show this help");
 }
 
+void cli_with_commas(size_t v, char *out) {
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%zu", v), k = 0;
+    for (int i = 0; i < n; i++) {
+        if (i && (n - i) % 3 == 0) out[k++] = ',';
+        out[k++] = tmp[i];
+    }
+    out[k] = 0;
+}
+
 void cli_usage_error(const Command *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

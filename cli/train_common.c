@@ -188,21 +188,11 @@ DatasetOptions train_dataset_options(const Command *cmd, DatasetKind kind, const
     return o;
 }
 
-static void with_commas(size_t v, char *out) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%zu", v), k = 0;
-    for (int i = 0; i < n; i++) {
-        if (i && (n - i) % 3 == 0) out[k++] = ',';
-        out[k++] = tmp[i];
-    }
-    out[k] = 0;
-}
-
 void train_print_trainable(const Adapters *a, const Model *m) {
     size_t total = model_param_count(&m->cfg) + a->n_params;
     char t[48], all[48];
-    with_commas(a->n_params, t);
-    with_commas(total, all);
+    cli_with_commas(a->n_params, t);
+    cli_with_commas(total, all);
     fprintf(stderr, "trainable params: %s || all params: %s || trainable%%: %.4f\n", t, all,
             100.0 * (double)a->n_params / (double)total);
 }
