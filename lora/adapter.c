@@ -238,17 +238,25 @@ static int layout(const AdapterConfig *cfg, const ModelConfig *mc, const unsigne
     return rc;
 }
 
-int adapters_param_count_for(const AdapterConfig *cfg, const ModelConfig *mc, size_t *count, char *err) {
+// Validates cfg for mc, resolves the LoRA targets into *on (malloc'ed n_layers x LSLOT_COUNT
+// flags, NULL without LoRA; the caller frees it) and counts the views and floats into *lo.
+static int plan_layout(const AdapterConfig *cfg, const ModelConfig *mc, unsigned char **on, Layout *lo, char *err) {
+    *on = NULL;
+    *lo = (Layout){0};
     int rc = validate_config(cfg, mc, err);
     if (rc) return rc;
-    unsigned char *on = NULL;
     if (cfg->types & ADAPTER_LORA) {
-        on = malloc((size_t)mc->n_layers * LSLOT_COUNT);
-        if (!on) return ftk_err(err, "out of memory");
-        rc = resolve_targets(cfg, mc, on, err);
+        *on = malloc((size_t)mc->n_layers * LSLOT_COUNT);
+        if (!*on) return ftk_err(err, "out of memory");
+        if ((rc = resolve_targets(cfg, mc, *on, err))) return rc;
     }
-    Layout lo = {0};
-    if (!rc) rc = layout(cfg, mc, on, &lo, err);
+    return layout(cfg, mc, *on, lo, err);
+}
+
+int adapters_param_count_for(const AdapterConfig *cfg, const ModelConfig *mc, size_t *count, char *err) {
+    unsigned char *on;
+    Layout lo;
+    int rc = plan_layout(cfg, mc, &on, &lo, err);
     if (!rc) *count = lo.n_floats;
     free(on);
     return rc;
@@ -256,16 +264,10 @@ int adapters_param_count_for(const AdapterConfig *cfg, const ModelConfig *mc, si
 
 int adapters_alloc(Adapters *a, const AdapterConfig *cfg, const ModelConfig *mc, char *err) {
     memset(a, 0, sizeof *a);
-    int rc = validate_config(cfg, mc, err);
-    if (rc) return rc;
-    unsigned char *on = NULL;
-    if (cfg->types & ADAPTER_LORA) {
-        on = malloc((size_t)mc->n_layers * LSLOT_COUNT);
-        if (!on) return ftk_err(err, "out of memory");
-        if ((rc = resolve_targets(cfg, mc, on, err))) goto fail;
-    }
-    Layout lo = {0};
-    if ((rc = layout(cfg, mc, on, &lo, err))) goto fail;
+    unsigned char *on;
+    Layout lo;
+    int rc = plan_layout(cfg, mc, &on, &lo, err);
+    if (rc) goto fail;
     size_t nf = lo.n_floats;
     a->cfg = *cfg;
     a->mcfg = *mc;
