@@ -60,19 +60,41 @@ static int gather_targets(const Batch *bt, int n_virtual, int *rows, int *target
     return n;
 }
 
+// Scratch of the loss over one batch: per target position, its row in the final hidden state, its
+// target id and its log-probability; sized for every position of a (B, T) batch.
+typedef struct {
+    int *rows, *targets;
+    float *logp;
+} LossScratch;
+
+static int loss_scratch_alloc(LossScratch *s, int batch_size, int T, const char *what, char *err) {
+    size_t cap = (size_t)batch_size * (size_t)T;
+    s->rows = malloc(cap * sizeof(int));
+    s->targets = malloc(cap * sizeof(int));
+    s->logp = malloc(cap * sizeof(float));
+    if (!s->rows || !s->targets || !s->logp) return ftk_err(err, "out of memory for %s buffers", what);
+    return 0;
+}
+
+static void loss_scratch_free(LossScratch *s) {
+    free(s->rows);
+    free(s->targets);
+    free(s->logp);
+}
+
 // Forward (+ backward when train) of one batch; adds -sum(logp) to *loss_sum and the target count.
 static int run_batch(const Model *m, const ModelAdapters *hooks, RunState *rs, const Batch *bt, int packed,
-                     uint64_t *dropout_rng, int train, int *rows, int *targets, float *logp, double *loss_sum,
-                     long *count, char *err) {
+                     uint64_t *dropout_rng, int train, LossScratch *ls, double *loss_sum, long *count, char *err) {
     const int n_virtual = hooks ? hooks->n_virtual : 0;
     if (model_forward(m, hooks, rs, bt->tokens, bt->B, bt->T, packed ? bt->pos_ids : NULL,
                       packed ? bt->seg_ids : NULL, train ? dropout_rng : NULL, err))
         return -1;
-    int n = gather_targets(bt, n_virtual, rows, targets);
+    int n = gather_targets(bt, n_virtual, ls->rows, ls->targets);
     if (n == 0) return 0;
-    if (lm_head_logprobs(m, rs, rows, targets, n, logp, NULL, train ? dlogp_sum : NULL, NULL, err)) return -1;
+    if (lm_head_logprobs(m, rs, ls->rows, ls->targets, n, ls->logp, NULL, train ? dlogp_sum : NULL, NULL, err))
+        return -1;
     double s = 0;
-    for (int i = 0; i < n; i++) s -= logp[i];
+    for (int i = 0; i < n; i++) s -= ls->logp[i];
     *loss_sum += s;
     *count += n;
     if (train && model_backward(m, hooks, rs, err)) return -1;
@@ -86,26 +108,18 @@ int sft_evaluate(const Model *m, const ModelAdapters *hooks, const Dataset *ds, 
     RunState *rs = NULL;
     DataLoader L;
     memset(&L, 0, sizeof L);
-    int *rows = NULL, *targets = NULL;
-    float *logp = NULL;
+    LossScratch ls = {0};
     int rc = -1;
     double loss_sum = 0;
     long count = 0;
     if (runstate_create(&rs, m, batch_size, T_max, 0, err)) goto done;
     if (loader_init(&L, ds, batch_size, 0, 0, 0, err)) goto done;
-    size_t cap = (size_t)batch_size * (size_t)T_max;
-    rows = malloc(cap * sizeof(int));
-    targets = malloc(cap * sizeof(int));
-    logp = malloc(cap * sizeof(float));
-    if (!rows || !targets || !logp) {
-        ftk_err(err, "out of memory for evaluation buffers");
-        goto done;
-    }
+    if (loss_scratch_alloc(&ls, batch_size, T_max, "evaluation", err)) goto done;
     int64_t n_batches = loader_batches_in_epoch(&L);
     for (int64_t i = 0; i < n_batches; i++) {
         const Batch *bt;
         if (loader_next(&L, &bt, err)) goto done;
-        if (run_batch(m, hooks, rs, bt, 0, NULL, 0, rows, targets, logp, &loss_sum, &count, err)) goto done;
+        if (run_batch(m, hooks, rs, bt, 0, NULL, 0, &ls, &loss_sum, &count, err)) goto done;
     }
     if (count == 0) {
         ftk_err(err, "%s: no target tokens to evaluate", ds->path);
@@ -115,9 +129,7 @@ int sft_evaluate(const Model *m, const ModelAdapters *hooks, const Dataset *ds, 
     if (n_tokens) *n_tokens = count;
     rc = 0;
 done:
-    free(rows);
-    free(targets);
-    free(logp);
+    loss_scratch_free(&ls);
     loader_free(&L);
     runstate_free(rs);
     return rc;
@@ -181,21 +193,13 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
     trainer_state_init(&ts);
     MetricsLog ml;
     memset(&ml, 0, sizeof ml);
-    int *rows = NULL, *targets = NULL;
-    float *logp = NULL;
+    LossScratch ls = {0};
     int rc = -1;
     char path[4200];
 
     if (runstate_create(&rs, m, tc->batch_size, T_max, 1, err)) goto done;
     if (loader_init(&L, train, tc->batch_size, 1, tc->seed, tc->pack_len, err)) goto done;
-    size_t cap = (size_t)tc->batch_size * (size_t)T_max;
-    rows = malloc(cap * sizeof(int));
-    targets = malloc(cap * sizeof(int));
-    logp = malloc(cap * sizeof(float));
-    if (!rows || !targets || !logp) {
-        ftk_err(err, "out of memory for batch buffers");
-        goto done;
-    }
+    if (loss_scratch_alloc(&ls, tc->batch_size, T_max, "batch", err)) goto done;
     if (adamw_init(&opt, a->n_params, err)) goto done;
     opt.beta1 = tc->adam_beta1;
     opt.beta2 = tc->adam_beta2;
@@ -255,7 +259,7 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
         for (int k = 0; k < tc->grad_accum; k++) {
             const Batch *bt;
             if (loader_next(&L, &bt, err)) goto done;
-            if (run_batch(m, &hooks, rs, bt, packed, &dropout_rng, 1, rows, targets, logp, &loss_sum, &count, err))
+            if (run_batch(m, &hooks, rs, bt, packed, &dropout_rng, 1, &ls, &loss_sum, &count, err))
                 goto done;
             for (int b = 0; b < bt->B; b++) tokens_since_log += bt->lengths[b];
         }
@@ -331,9 +335,7 @@ done:
     metrics_close(&ml);
     trainer_state_free(&ts);
     adamw_free(&opt);
-    free(rows);
-    free(targets);
-    free(logp);
+    loss_scratch_free(&ls);
     loader_free(&L);
     runstate_free(rs);
     return rc;
