@@ -21,46 +21,6 @@
 
 // ---- helpers ----
 
-// Minimal safetensors reading (independent of model/safetensors.c): F32 tensor `name` with n elements.
-static float *st_tensor_f32(const char *path, const char *name, size_t n) {
-    char *data;
-    size_t len;
-    char err[FTK_ERR_LEN];
-    if (ftk_read_file(path, &data, &len, err)) return NULL;
-    uint64_t hlen;
-    memcpy(&hlen, data, 8);
-    cJSON *hdr = cJSON_ParseWithLength(data + 8, (size_t)hlen);
-    float *out = NULL;
-    cJSON *t = hdr ? cJSON_GetObjectItemCaseSensitive(hdr, name) : NULL;
-    cJSON *dt = t ? cJSON_GetObjectItemCaseSensitive(t, "dtype") : NULL;
-    cJSON *offs = t ? cJSON_GetObjectItemCaseSensitive(t, "data_offsets") : NULL;
-    if (dt && cJSON_IsString(dt) && strcmp(dt->valuestring, "F32") == 0 && cJSON_GetArraySize(offs) == 2) {
-        size_t b = (size_t)cJSON_GetArrayItem(offs, 0)->valuedouble, e = (size_t)cJSON_GetArrayItem(offs, 1)->valuedouble;
-        if (e - b == n * 4 && 8 + hlen + e <= len) {
-            out = malloc(n * 4);
-            memcpy(out, data + 8 + hlen + b, n * 4);
-        }
-    }
-    cJSON_Delete(hdr);
-    free(data);
-    return out;
-}
-
-static void assert_equals_st(const char *st, const char *name, const float *ours, size_t n, int transpose_rows) {
-    float *ref = st_tensor_f32(st, name, n);
-    if (!ref) fail_msg("cannot read %s from %s", name, st);
-    if (transpose_rows) {   // HF Conv1D (in, out) -> Linear (out, in); transpose_rows = in
-        size_t in = (size_t)transpose_rows, out = n / in;
-        float *t = malloc(n * sizeof(float));
-        for (size_t i = 0; i < in; i++)
-            for (size_t o = 0; o < out; o++) t[o * in + i] = ref[i * out + o];
-        free(ref);
-        ref = t;
-    }
-    if (memcmp(ref, ours, n * sizeof(float)) != 0) fail_msg("%s differs (max abs diff %g)", name, max_abs_diff(ref, ours, n));
-    free(ref);
-}
-
 static Model load_weights_or_fail(const char *rel) {
     Model m = {0};
     char err[FTK_ERR_LEN];
@@ -497,9 +457,9 @@ static void test_tiny_llama(void **state) {
     assert_int_equal(g.cfg.tied_head, 0);
     assert_string_equal(g.src_dtype, "F32");
     const char *st = shared_path("models/tiny-llama-hf/model.safetensors");
-    assert_equals_st(st, "model.embed_tokens.weight", g.w.tok_emb, 512 * 64, 0);
-    assert_equals_st(st, "lm_head.weight", g.w.lm_head, 512 * 64, 0);
-    assert_equals_st(st, "model.norm.weight", g.w.out_norm_w, 64, 0);
+    assert_equal_st_tensor(st, "model.embed_tokens.weight", g.w.tok_emb, 512 * 64, 0);
+    assert_equal_st_tensor(st, "lm_head.weight", g.w.lm_head, 512 * 64, 0);
+    assert_equal_st_tensor(st, "model.norm.weight", g.w.out_norm_w, 64, 0);
     char name[128];
     for (int l = 0; l < 3; l++) {
         const LayerWeights *L = &g.w.layers[l];
@@ -512,7 +472,7 @@ static void test_tiny_llama(void **state) {
         };
         for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
             snprintf(name, sizeof name, "model.layers.%d.%s", l, t[i].s);
-            assert_equals_st(st, name, t[i].w, t[i].n, 0);
+            assert_equal_st_tensor(st, name, t[i].w, t[i].n, 0);
         }
     }
     model_free(&g);
@@ -536,10 +496,10 @@ static void test_tiny_gpt2(void **state) {
     assert_true(fabsf(g.cfg.norm_eps - 1e-5f) < 1e-12f);
     assert_string_equal(g.src_dtype, "F32");
     const char *st = shared_path("models/tiny-gpt2-hf/model.safetensors");
-    assert_equals_st(st, "transformer.wte.weight", g.w.tok_emb, 50257 * 64, 0);
-    assert_equals_st(st, "transformer.wpe.weight", g.w.pos_emb, 256 * 64, 0);
-    assert_equals_st(st, "transformer.ln_f.weight", g.w.out_norm_w, 64, 0);
-    assert_equals_st(st, "transformer.ln_f.bias", g.w.out_norm_b, 64, 0);
+    assert_equal_st_tensor(st, "transformer.wte.weight", g.w.tok_emb, 50257 * 64, 0);
+    assert_equal_st_tensor(st, "transformer.wpe.weight", g.w.pos_emb, 256 * 64, 0);
+    assert_equal_st_tensor(st, "transformer.ln_f.weight", g.w.out_norm_w, 64, 0);
+    assert_equal_st_tensor(st, "transformer.ln_f.bias", g.w.out_norm_b, 64, 0);
     char name[128];
     for (int l = 0; l < 2; l++) {
         const LayerWeights *L = &g.w.layers[l];
@@ -553,7 +513,7 @@ static void test_tiny_gpt2(void **state) {
         };
         for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
             snprintf(name, sizeof name, "transformer.h.%d.%s", l, t[i].s);
-            assert_equals_st(st, name, t[i].w, t[i].n, t[i].tr);
+            assert_equal_st_tensor(st, name, t[i].w, t[i].n, t[i].tr);
         }
     }
     model_free(&g);

@@ -34,16 +34,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static const char *write_tmp(const char *name, const void *data, size_t len) {
-    static char path[700];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
-    fclose(f);
-    return path;
-}
-
 static char *copy_of(const char *src, size_t len) {
     char *b = malloc(len);
     memcpy(b, src, len);
@@ -78,7 +68,7 @@ static void assert_names_file(int rc, const char *err, const char *path, const c
 }
 
 static void expect_open_fail(const char *name, const char *buf, size_t len, const char *needle) {
-    const char *p = write_tmp(name, buf, len);
+    const char *p = test_write_bytes(g_dir, name, buf, len);
     GgufFile f;
     char err[FTK_ERR_LEN] = {0};
     int rc = gguf_open(&f, p, err);
@@ -87,7 +77,7 @@ static void expect_open_fail(const char *name, const char *buf, size_t len, cons
 }
 
 static void expect_model_fail(const char *name, const char *buf, size_t len, const char *needle) {
-    const char *p = write_tmp(name, buf, len);
+    const char *p = test_write_bytes(g_dir, name, buf, len);
     Model m = {0};
     char err[FTK_ERR_LEN] = {0};
     int rc = load_gguf_weights(&m, p, err);
@@ -200,7 +190,7 @@ static void test_tensor_infos(void **state) {
     put_u64(b, ndq + 12, 64);                 // ne {256, 64}: 64 blocks * 144 = 9216 bytes, fits before the next tensor
     put_u32(b, ndq + 20, GGML_TYPE_Q4_K);
     {
-        const char *p = write_tmp("q4k.gguf", b, g_q8_len);
+        const char *p = test_write_bytes(g_dir, "q4k.gguf", b, g_q8_len);
         GgufFile f;
         char err[FTK_ERR_LEN];
         if (gguf_open(&f, p, err)) fail_msg("%s", err);
@@ -220,7 +210,7 @@ static void test_alignment_key(void **state) {
     char err[FTK_ERR_LEN];
     const float x[32] = {0};
     const uint64_t ne[1] = {32};
-    const char *p = write_tmp("al.gguf", "", 0);
+    const char *p = test_write_bytes(g_dir, "al.gguf", "", 0);
     char path[700];
     snprintf(path, sizeof path, "%s", p);
     GgufWriter *w;
@@ -255,7 +245,7 @@ static void test_nested_arrays(void **state) {
     PUT(GGUF_TYPE_ARRAY, 4); PUT(GGUF_TYPE_ARRAY, 4); PUT(2, 8);
     for (int i = 0; i < 2; i++) { PUT(GGUF_TYPE_UINT8, 4); PUT(2, 8); PUT(7, 1); PUT(9, 1); }
     const size_t ok_len = n;
-    const char *p = write_tmp("nested.gguf", buf, ok_len);
+    const char *p = test_write_bytes(g_dir, "nested.gguf", buf, ok_len);
     GgufFile f;
     char err[FTK_ERR_LEN];
     if (gguf_open(&f, p, err)) fail_msg("%s", err);
@@ -345,7 +335,7 @@ static void test_tokenizer_keys(void **state) {
         if (k == 5) gguf_writer_set_u32(w, "tokenizer.ggml.add_bos_token", 1, err);   // must be bool
         char name[64];
         snprintf(name, sizeof name, "tok%d.gguf", k);
-        const char *p = write_tmp(name, "", 0);
+        const char *p = test_write_bytes(g_dir, name, "", 0);
         char path[700];
         snprintf(path, sizeof path, "%s", p);
         assert_int_equal(gguf_writer_write(w, path, err), 0);
@@ -372,7 +362,7 @@ static void test_random_flips(void **state) {
             size_t at = ftk_rand_u32(&seed) % 14336;
             b[at] = (char)(ftk_rand_u32(&seed) & 0xff);
         }
-        const char *p = write_tmp("flip.gguf", b, g_q8_len);
+        const char *p = test_write_bytes(g_dir, "flip.gguf", b, g_q8_len);
         Model m = {0};
         if (load_gguf_weights(&m, p, err)) {
             failures++;

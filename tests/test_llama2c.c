@@ -3,7 +3,6 @@
 // on a synthetic file, and tokenizer discovery beside the model.
 #include "tests/testutil.h"
 
-#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,39 +10,6 @@
 #include "model/loaders.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
-
-// Minimal safetensors reading (independent of model/safetensors.c): the F32 tensor `name`,
-// whose element count must be `n`. Returns a malloc'ed copy or NULL.
-static float *st_tensor_f32(const char *path, const char *name, size_t n) {
-    char *data;
-    size_t len;
-    char err[FTK_ERR_LEN];
-    if (ftk_read_file(path, &data, &len, err)) return NULL;
-    uint64_t hlen;
-    memcpy(&hlen, data, 8);
-    cJSON *hdr = cJSON_ParseWithLength(data + 8, (size_t)hlen);
-    float *out = NULL;
-    cJSON *t = hdr ? cJSON_GetObjectItemCaseSensitive(hdr, name) : NULL;
-    cJSON *dt = t ? cJSON_GetObjectItemCaseSensitive(t, "dtype") : NULL;
-    cJSON *offs = t ? cJSON_GetObjectItemCaseSensitive(t, "data_offsets") : NULL;
-    if (dt && cJSON_IsString(dt) && strcmp(dt->valuestring, "F32") == 0 && cJSON_GetArraySize(offs) == 2) {
-        size_t b = (size_t)cJSON_GetArrayItem(offs, 0)->valuedouble, e = (size_t)cJSON_GetArrayItem(offs, 1)->valuedouble;
-        if (e - b == n * 4 && 8 + hlen + e <= len) {
-            out = malloc(n * 4);
-            memcpy(out, data + 8 + hlen + b, n * 4);
-        }
-    }
-    cJSON_Delete(hdr);
-    free(data);
-    return out;
-}
-
-static void assert_tensor_equals_hf(const char *st, const char *name, const float *ours, size_t n) {
-    float *ref = st_tensor_f32(st, name, n);
-    if (!ref) fail_msg("cannot read %s from %s", name, st);
-    if (memcmp(ref, ours, n * sizeof(float)) != 0) fail_msg("%s differs (max abs diff %g)", name, max_abs_diff(ref, ours, n));
-    free(ref);
-}
 
 static void test_stories_config(void **state) {
     (void)state;
@@ -82,8 +48,8 @@ static void test_stories_weights_match_hf(void **state) {
     const char *st = shared_path("models/stories260K-hf/model.safetensors");
     const size_t C = 64, F = 172, KV = 32, V = 512;
     char name[256];
-    assert_tensor_equals_hf(st, "model.embed_tokens.weight", m.w.tok_emb, V * C);
-    assert_tensor_equals_hf(st, "model.norm.weight", m.w.out_norm_w, C);
+    assert_equal_st_tensor(st, "model.embed_tokens.weight", m.w.tok_emb, V * C, 0);
+    assert_equal_st_tensor(st, "model.norm.weight", m.w.out_norm_w, C, 0);
     for (int l = 0; l < 5; l++) {
         const LayerWeights *L = &m.w.layers[l];
         struct { const char *suffix; const float *w; size_t n; } t[] = {
@@ -99,7 +65,7 @@ static void test_stories_weights_match_hf(void **state) {
         };
         for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
             snprintf(name, sizeof name, "model.layers.%d.%s", l, t[i].suffix);
-            assert_tensor_equals_hf(st, name, t[i].w, t[i].n);
+            assert_equal_st_tensor(st, name, t[i].w, t[i].n, 0);
         }
         // the fused buffers really are [q; k; v] and [gate; up]
         assert_ptr_equal(L->wk, L->wqkv + C * C);

@@ -28,16 +28,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static const char *write_tmp(const char *name, const void *data, size_t len) {
-    static char path[700];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
-    fclose(f);
-    return path;
-}
-
 // Loads `path` with llama2c_load_weights and expects failure with the path in the message.
 static void expect_fail(const char *path, const char *needle) {
     Model m = {0};
@@ -53,11 +43,11 @@ static void test_truncated(void **state) {
     (void)state;
     const size_t cuts[] = {0, 3, 27, 28, 29, 1000, g_len / 2, g_len - 4, g_len - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
-        const char *p = write_tmp("trunc.bin", g_orig, cuts[i]);
+        const char *p = test_write_bytes(g_dir, "trunc.bin", g_orig, cuts[i]);
         expect_fail(p, NULL);
     }
     // the size mismatch message gives both byte counts
-    expect_fail(write_tmp("trunc.bin", g_orig, g_len - 4), "1056540");
+    expect_fail(test_write_bytes(g_dir, "trunc.bin", g_orig, g_len - 4), "1056540");
 }
 
 static void test_trailing_bytes(void **state) {
@@ -65,7 +55,7 @@ static void test_trailing_bytes(void **state) {
     char *buf = malloc(g_len + 8);
     memcpy(buf, g_orig, g_len);
     memset(buf + g_len, 0, 8);
-    expect_fail(write_tmp("trail.bin", buf, g_len + 8), "1056548");
+    expect_fail(test_write_bytes(g_dir, "trail.bin", buf, g_len + 8), "1056548");
     free(buf);
 }
 
@@ -83,13 +73,13 @@ static void test_bad_header_values(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memcpy(buf, g_orig, g_len);
         memcpy(buf + 4 * cases[i].field, &cases[i].value, 4);
-        expect_fail(write_tmp("hdr.bin", buf, g_len), NULL);
+        expect_fail(test_write_bytes(g_dir, "hdr.bin", buf, g_len), NULL);
     }
     // all-huge header: the expected size overflows size_t arithmetic without wrapping to a match
     int32_t huge[7] = {0x7ffffffe, 0x7fffffff, 0x7fffffff, 1, 1, 0x7fffffff, 0x7fffffff};
     memcpy(buf, g_orig, g_len);
     memcpy(buf, huge, sizeof huge);
-    expect_fail(write_tmp("hdr.bin", buf, g_len), NULL);
+    expect_fail(test_write_bytes(g_dir, "hdr.bin", buf, g_len), NULL);
     free(buf);
 }
 
@@ -97,7 +87,7 @@ static void test_missing_tokenizer_and_files(void **state) {
     (void)state;
     char err[FTK_ERR_LEN];
     Model m = {0};
-    const char *p = write_tmp("alone.bin", g_orig, g_len);
+    const char *p = test_write_bytes(g_dir, "alone.bin", g_orig, g_len);
     char path[700];
     snprintf(path, sizeof path, "%s", p);
     assert_int_not_equal(load_llama2c(&m, path, NULL, err), 0);
@@ -113,7 +103,7 @@ static void test_missing_tokenizer_and_files(void **state) {
     assert_non_null(strstr(err, "/nonexistent/model.bin"));
     model_free(&m);
     // directory with two model .bin files is ambiguous
-    write_tmp("other.bin", g_orig, 28);
+    test_write_bytes(g_dir, "other.bin", g_orig, 28);
     assert_int_not_equal(load_llama2c(&m, g_dir, NULL, err), 0);
     assert_non_null(strstr(err, g_dir));
     model_free(&m);

@@ -1,6 +1,7 @@
 // testutil.c — see testutil.h.
 #include "tests/testutil.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "model/common.h"
 
 const char *shared_path(const char *rel) {
     static char buf[8][4096];
@@ -101,4 +104,53 @@ int run_cmd(const char *cmd, char **out) {
     int st = pclose(p);
     if (out) *out = buf; else free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+
+const char *test_write_bytes(const char *dir, const char *name, const void *data, size_t len) {
+    static char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    return path;
+}
+
+float *test_st_tensor_f32(const char *path, const char *name, size_t n) {
+    char *data;
+    size_t len;
+    char err[FTK_ERR_LEN];
+    if (ftk_read_file(path, &data, &len, err)) return NULL;
+    uint64_t hlen;
+    memcpy(&hlen, data, 8);
+    cJSON *hdr = cJSON_ParseWithLength(data + 8, (size_t)hlen);
+    float *out = NULL;
+    cJSON *t = hdr ? cJSON_GetObjectItemCaseSensitive(hdr, name) : NULL;
+    cJSON *dt = t ? cJSON_GetObjectItemCaseSensitive(t, "dtype") : NULL;
+    cJSON *offs = t ? cJSON_GetObjectItemCaseSensitive(t, "data_offsets") : NULL;
+    if (dt && cJSON_IsString(dt) && strcmp(dt->valuestring, "F32") == 0 && cJSON_GetArraySize(offs) == 2) {
+        size_t b = (size_t)cJSON_GetArrayItem(offs, 0)->valuedouble, e = (size_t)cJSON_GetArrayItem(offs, 1)->valuedouble;
+        if (e - b == n * 4 && 8 + hlen + e <= len) {
+            out = malloc(n * 4);
+            memcpy(out, data + 8 + hlen + b, n * 4);
+        }
+    }
+    cJSON_Delete(hdr);
+    free(data);
+    return out;
+}
+
+void assert_equal_st_tensor(const char *st, const char *name, const float *ours, size_t n, int transpose_in) {
+    float *ref = test_st_tensor_f32(st, name, n);
+    if (!ref) fail_msg("cannot read %s from %s", name, st);
+    if (transpose_in) {   // HF Conv1D (in, out) -> Linear (out, in)
+        size_t in = (size_t)transpose_in, out = n / in;
+        float *t = malloc(n * sizeof(float));
+        for (size_t i = 0; i < in; i++)
+            for (size_t o = 0; o < out; o++) t[o * in + i] = ref[i * out + o];
+        free(ref);
+        ref = t;
+    }
+    if (memcmp(ref, ours, n * sizeof(float)) != 0) fail_msg("%s differs (max abs diff %g)", name, max_abs_diff(ref, ours, n));
+    free(ref);
 }

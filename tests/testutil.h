@@ -23,5 +23,13 @@ void test_rmtree(const char *dir);
 const char *ftk_bin(void);
 // Runs a shell command, returns its exit status (0..255), captures stdout+stderr into *out (malloc'ed) if out != NULL.
 int run_cmd(const char *cmd, char **out);
+// Writes len bytes to dir/name (asserting success); returns the path (static buffer).
+const char *test_write_bytes(const char *dir, const char *name, const void *data, size_t len);
+// Minimal safetensors reading (independent of model/safetensors.c): a malloc'ed copy of the F32
+// tensor `name`, whose element count must be n; NULL otherwise.
+float *test_st_tensor_f32(const char *path, const char *name, size_t n);
+// Fails unless `ours` is bit-identical to the F32 tensor `name` of the safetensors file st. With
+// transpose_in > 0 the file holds an HF Conv1D (in, out) and ours the Linear (out, in), in = transpose_in.
+void assert_equal_st_tensor(const char *st, const char *name, const float *ours, size_t n, int transpose_in);
 
 #endif
