@@ -39,6 +39,17 @@ int ftk_read_file(const char *path, char **data, size_t *len, char *err) {
     *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return ftk_err(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        int e = errno;
+        fclose(f);
+        return ftk_err(err, "%s: cannot stat: %s", path, strerror(e));
+    }
+    // A directory opens fine on Linux and "seeks" to LONG_MAX: name it instead of failing a huge malloc.
+    if (!S_ISREG(st.st_mode)) {
+        fclose(f);
+        return ftk_err(err, "%s: %s", path, S_ISDIR(st.st_mode) ? "is a directory, expected a file" : "not a regular file");
+    }
     if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return ftk_err(err, "%s: cannot seek", path); }
     long n = ftell(f);
     if (n < 0) { fclose(f); return ftk_err(err, "%s: cannot tell size", path); }

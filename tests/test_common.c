@@ -61,6 +61,12 @@ static void test_atomic_write(void **state) {
     // unwritable location: clear error, nothing left behind
     assert_int_not_equal(ftk_write_file_atomic("/nonexistent-dir/x.bin", "a", 1, err), 0);
     assert_non_null(strstr(err, "/nonexistent-dir/x.bin"));
+    // A directory where a file is expected is named as such (it used to fail a LONG_MAX malloc).
+    data = (char *)1;
+    assert_int_not_equal(ftk_read_file(dir, &data, &len, err), 0);
+    assert_null(data);
+    assert_non_null(strstr(err, dir));
+    assert_non_null(strstr(err, "is a directory"));
     test_rmtree(dir);
 }
 
