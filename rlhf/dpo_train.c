@@ -141,6 +141,15 @@ void dpo_ref_cache_free(DpoRefCache *c) {
     memset(c, 0, sizeof *c);
 }
 
+// IPO compares length-averaged log-probs, sigmoid DPO summed ones: the cache must hold the right kind.
+static int check_cache_kind(const DpoRefCache *ref, const DpoOptions *o, char *err) {
+    const int la = o->loss_type == DPO_IPO;
+    if (ref->length_average == la) return 0;
+    return ftk_err(err, "dpo: the reference cache holds %s log-probs, loss type %s needs %s",
+                   ref->length_average ? "length-averaged" : "summed", la ? "ipo" : "sigmoid",
+                   la ? "length-averaged" : "summed");
+}
+
 // The reference values of the batch's pairs: ref_c (P), ref_r (P).
 static int ref_of_batch(const DpoRefCache *ref, const Batch *bt, float *ref_c, float *ref_r, char *err) {
     for (int i = 0; i < bt->n_pairs; i++) {
@@ -167,10 +176,7 @@ int dpo_train_batch(const Model *m, const ModelAdapters *policy, RunState *rs, c
     const int P = bt->n_pairs, B = bt->B, C = m->cfg.dim;
     if (P < 1 || B != 2 * P) return ftk_err(err, "dpo: a batch of %d rows is not %d pairs", B, P);
     const int la = o->loss_type == DPO_IPO;
-    if (ref->length_average != la)
-        return ftk_err(err, "dpo: the reference cache holds %s log-probs, loss type %s needs %s",
-                       ref->length_average ? "length-averaged" : "summed", la ? "ipo" : "sigmoid",
-                       la ? "length-averaged" : "summed");
+    if (check_cache_kind(ref, o, err)) return -1;
     // pi (2P) policy log-probs, dpi (2P) dL/dpi, ref_c / ref_r (P each)
     float *pi = malloc(sizeof(float) * (size_t)(6 * P));
     if (!pi) return ftk_err(err, "dpo: out of memory");
@@ -212,6 +218,7 @@ int dpo_evaluate(const Model *m, const ModelAdapters *policy, const Dataset *ds,
                  const DpoOptions *o, int batch_pairs, PairSums *sums, char *err) {
     memset(sums, 0, sizeof *sums);
     if (ref->n != ds->n) return ftk_err(err, "%s: %d pairs but a reference cache of %d", ds->path, ds->n, ref->n);
+    if (check_cache_kind(ref, o, err)) return -1;
     if (batch_pairs < 1) batch_pairs = 1;
     const int la = o->loss_type == DPO_IPO;
     const int T_max = hooks_n_virtual(policy) + pref_dataset_max_len(ds);
