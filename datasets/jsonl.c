@@ -2,8 +2,10 @@
 // (JSONL) or a bracket scanner (JSON array) that cuts out one record at a time for cJSON.
 #include "datasets/jsonl.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "model/common.h"
@@ -41,8 +43,15 @@ int json_reader_open(JsonReader **out, const char *path, char *err) {
     snprintf(r->path, sizeof r->path, "%s", path);
     r->f = fopen(path, "rb");
     if (!r->f) {
+        int e = errno;
         free(r);
-        return ftk_err(err, "%s: cannot open", path);
+        return ftk_err(err, "%s: cannot open: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fileno(r->f), &st) == 0 && S_ISDIR(st.st_mode)) {   // else the first read fails as "line 1"
+        fclose(r->f);
+        free(r);
+        return ftk_err(err, "%s: is a directory, expected a data file", path);
     }
     unsigned char magic[2];
     size_t got = fread(magic, 1, 2, r->f);

@@ -114,6 +114,10 @@ static void test_empty_inputs(void **state) {
     assert_non_null(strstr(err, "no records"));
     assert_int_not_equal(dataset_load(&ds, tmp_path("does-not-exist.jsonl"), &o, &e, err), 0);
     assert_non_null(strstr(err, "does-not-exist.jsonl"));
+    // A directory: said so, not "line 1: read error".
+    assert_int_not_equal(dataset_load(&ds, g_dir, &o, &e, err), 0);
+    assert_non_null(strstr(err, g_dir));
+    assert_non_null(strstr(err, "is a directory"));
     // max_seq_length that cannot hold a token after BOS
     write_text(tmp_path("ok.jsonl"), "{\"text\":\"x\"}\n");
     o.max_seq_length = 1;
