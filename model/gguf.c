@@ -162,15 +162,21 @@ static int skip_value(Cursor *c, uint32_t t, int depth, const char *key) {
     return 0;
 }
 
+// A key or tensor name: a GGUF string of 1..max bytes, returned as a NUL-terminated copy.
+static int cur_name(Cursor *c, const char *what, size_t max, char **out) {
+    const uint8_t *s;
+    size_t n;
+    if (cur_str(c, &s, &n, what)) return -1;
+    if (n == 0 || n > max) return ftk_err(c->err, "%s: %s has bad length %zu", c->path, what, n);
+    *out = dup_bytes(s, n);
+    if (!*out) return ftk_err(c->err, "%s: out of memory", c->path);
+    return 0;
+}
+
 static int parse_kv(Cursor *c, GgufKV *kv, size_t index) {
-    const uint8_t *ks;
-    size_t kn;
     char what[64];
     snprintf(what, sizeof what, "key #%zu", index);
-    if (cur_str(c, &ks, &kn, what)) return -1;
-    if (kn == 0 || kn > GGUF_MAX_KEY) return ftk_err(c->err, "%s: %s has bad length %zu", c->path, what, kn);
-    kv->key = dup_bytes(ks, kn);
-    if (!kv->key) return ftk_err(c->err, "%s: out of memory", c->path);
+    if (cur_name(c, what, GGUF_MAX_KEY, &kv->key)) return -1;
     uint32_t t;
     if (cur_u32(c, &t, kv->key)) return -1;
     kv->type = (GgufValueType)t;
@@ -189,14 +195,9 @@ static int parse_kv(Cursor *c, GgufKV *kv, size_t index) {
 }
 
 static int parse_tensor_info(Cursor *c, GgufTensor *t, size_t index) {
-    const uint8_t *s;
-    size_t n;
     char what[64];
     snprintf(what, sizeof what, "tensor #%zu name", index);
-    if (cur_str(c, &s, &n, what)) return -1;
-    if (n == 0 || n > GGUF_READ_MAX_NAME) return ftk_err(c->err, "%s: %s has bad length %zu", c->path, what, n);
-    t->name = dup_bytes(s, n);
-    if (!t->name) return ftk_err(c->err, "%s: out of memory", c->path);
+    if (cur_name(c, what, GGUF_READ_MAX_NAME, &t->name)) return -1;
     uint32_t nd, type;
     if (cur_u32(c, &nd, t->name)) return -1;
     if (nd < 1 || nd > GGUF_MAX_DIMS)
