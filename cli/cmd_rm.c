@@ -53,6 +53,9 @@ int cmd_rm(int argc, char **argv) {
     TrainConfig tc;
     AdapterConfig ac;
     train_parse_common(&cmd, &tc, &ac, 1);
+    if (!(ac.types & ADAPTER_LORA))
+        cli_usage_error(&cmd, "the score head is saved with the LoRA adapter (PEFT modules_to_save): use --peft lora or "
+                              "--peft lora,prompt");
     RmOptions ro;
     rm_options_default(&ro);
     ro.margin = (float)cli_float(&cmd, "--margin");

@@ -247,12 +247,12 @@ static int rm_check_info(const Model *m, const char *dir, int *append_eos, char 
 
 int rm_load(RewardModel *rm, const Model *m, const char *dir, char *err) {
     memset(rm, 0, sizeof *rm);
+    if (!ftk_is_dir(dir)) return ftk_err(err, "%s: no such reward model directory", dir);
     int append_eos;
     if (rm_check_info(m, dir, &append_eos, err)) return -1;
     char sub[FTK_ERR_LEN];
     if (peft_load(&rm->adapters, m, dir, sub)) {
-        ftk_err(err, "%s: cannot load the reward model for %s (trained on another base model?): %s", dir, m->path,
-                sub);
+        ftk_err(err, "%s: cannot load the reward model for %s: %s", dir, m->path, sub);
         return -1;
     }
     if (!rm->adapters.score) {

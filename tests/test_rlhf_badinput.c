@@ -189,7 +189,10 @@ static void test_not_a_reward_model(void **state) {
              shared_path(STORIES), g_pairs, g_dir, g_rm);
     expect(args, 1, "is a reward model", NULL);
     snprintf(args, sizeof args, "score --model %s --adapter %s/nowhere --file %s", shared_path(STORIES), g_dir, g_pairs);
-    expect(args, 1, "nowhere", NULL);
+    expect(args, 1, "nowhere: no such reward model directory", NULL);
+    snprintf(args, sizeof args, "rm --model %s --train-file %s --output-dir %s/o4 --peft prompt", shared_path(STORIES),
+             g_pairs, g_dir);
+    expect(args, 2, "--peft lora", NULL);
 }
 
 static void test_damaged_rm_files(void **state) {

@@ -378,6 +378,58 @@ static void test_rm_resume_exact(void **state) {
     test_rmtree(dir);
 }
 
+// The same commands on the real HH-RLHF pairs: transcripts split at the last "\n\nAssistant:", the
+// faulty records named (or skipped and counted with --skip-bad-lines), long prompts dropped or
+// truncated and counted, a few RM / DPO steps, and ftk score on the derived {prompt, chosen, rejected}.
+static void test_hh_rlhf_pipeline(void **state) {
+    (void)state;
+    const char *dir = test_tmpdir("rm_hh");
+    const char *hh = shared_path("datasets/hh-rlhf/helpful-base-test.jsonl.gz");
+    char cmd[8192], sub[700], *out = NULL;
+    snprintf(sub, sizeof sub, "%s/pcr40.jsonl", dir);
+    snprintf(cmd, sizeof cmd, "zcat %s | head -40 > %s", shared_path("datasets/hh-rlhf/harmless-base-test.pcr.jsonl.gz"),
+             sub);
+    assert_int_equal(run_cmd(cmd, NULL), 0);
+    // without --skip-bad-lines the first faulty transcript is an error naming its line
+    snprintf(cmd, sizeof cmd, "%s rm --model %s --train-file %s --output-dir %s/rm0 --max-steps 1", ftk_bin(),
+             shared_path(STORIES), hh, dir);
+    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_non_null(strstr(out, "helpful-base-test.jsonl.gz:169:"));
+    free(out);
+    snprintf(cmd, sizeof cmd,
+             "%s rm --model %s --train-file %s --eval-file %s --output-dir %s/rm --skip-bad-lines --max-seq-length 256 "
+             "--max-steps 2 --batch-size 2 --logging-steps 1",
+             ftk_bin(), shared_path(STORIES), hh, sub, dir);
+    out = NULL;
+    if (run_cmd(cmd, &out)) fail_msg("%s", out);
+    assert_non_null(strstr(out, "2354 records read"));
+    assert_non_null(strstr(out, "(hh-rlhf "));
+    assert_non_null(strstr(out, "skipped 9: \"chosen\" and \"rejected\" do not share the same prompt"));
+    assert_non_null(strstr(out, "long prompt "));
+    assert_non_null(strstr(out, "step 2/2 | loss "));
+    assert_non_null(strstr(out, "eval step 2/2"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s score --model %s --adapter %s/rm --file %s --max-seq-length 256 --long-prompt truncate",
+             ftk_bin(), shared_path(STORIES), dir, sub);
+    out = NULL;
+    if (run_cmd(cmd, &out)) fail_msg("%s", out);
+    int lines = 0;
+    for (char *p = out; (p = strstr(p, "\"margin\":")) != NULL; p++) lines++;
+    assert_int_equal(lines, 40);
+    assert_non_null(strstr(out, "truncated "));
+    free(out);
+    snprintf(cmd, sizeof cmd,
+             "%s dpo --model %s --train-file %s --output-dir %s/dpo --max-seq-length 256 --long-prompt truncate "
+             "--max-steps 2 --batch-size 2 --logging-steps 1",
+             ftk_bin(), shared_path(STORIES), sub, dir);
+    out = NULL;
+    if (run_cmd(cmd, &out)) fail_msg("%s", out);
+    assert_non_null(strstr(out, "40 pairs used"));
+    assert_non_null(strstr(out, "step 2/2 | loss "));
+    free(out);
+    test_rmtree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rm_fd_llama),
@@ -385,6 +437,7 @@ int main(void) {
         cmocka_unit_test(test_rm_last_real_token),
         cmocka_unit_test(test_rm_resume_exact),
         cmocka_unit_test(test_rm_train_tinystories),
+        cmocka_unit_test(test_hh_rlhf_pipeline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
