@@ -69,6 +69,12 @@ static void set_default(Flag *flags, const char *name, const char *def) {
         if (strcmp(f->name, name) == 0) f->def = def;
 }
 
+// What the shared flags count in PPO.
+static void set_help(Flag *flags, const char *name, const char *help) {
+    for (Flag *f = flags; f->name; f++)
+        if (strcmp(f->name, name) == 0) f->help = help;
+}
+
 static KlEstimator parse_estimator(const Command *cmd, const char *s) {
     if (strcmp(s, "k1") == 0 || strcmp(s, "kl") == 0) return KL_K1;
     if (strcmp(s, "k2") == 0 || strcmp(s, "mse") == 0) return KL_K2;
@@ -138,6 +144,14 @@ int cmd_ppo(int argc, char **argv) {
     set_default(flags, "--lora-dropout", "0");
     set_default(flags, "--learning-rate", "3e-3");
     set_default(flags, "--logging-steps", "1");
+    set_help(flags, "--max-steps", "PPO steps (rollout + updates; > 0 overrides --num-train-epochs)");
+    set_help(flags, "--num-train-epochs", "passes over the prompts");
+    set_help(flags, "--batch-size", "sequences per forward/backward (micro-batch)");
+    set_help(flags, "--gradient-accumulation-steps", "micro-batches per minibatch (one optimizer update)");
+    set_help(flags, "--max-seq-length", "prompt + response tokens at most (longer prompts are skipped)");
+    set_help(flags, "--save-steps",
+             "write a checkpoint every N PPO steps, named checkpoint-<optimizer updates> (0 = only the final adapter)");
+    set_help(flags, "--logging-steps", "print every N PPO steps (metrics.jsonl gets every step)");
     Command cmd = {.name = "ppo",
                    .summary = "PPO (RLHF) of a LoRA policy + value head against a reward model or a rule",
                    .usage = "ftk ppo --model M --train-file PROMPTS (--reward-model D | --reward-rule contains:WORD) "
