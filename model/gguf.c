@@ -164,8 +164,8 @@ static int skip_value(Cursor *c, uint32_t t, int depth, const char *key) {
 
 // A key or tensor name: a GGUF string of 1..max bytes, returned as a NUL-terminated copy.
 static int cur_name(Cursor *c, const char *what, size_t max, char **out) {
-    const uint8_t *s;
-    size_t n;
+    const uint8_t *s = NULL;
+    size_t n = 0;
     if (cur_str(c, &s, &n, what)) return -1;
     if (n == 0 || n > max) return ftk_err(c->err, "%s: %s has bad length %zu", c->path, what, n);
     *out = dup_bytes(s, n);
