@@ -83,6 +83,12 @@ void test_rmtree(const char *dir) {
     if (system(cmd) != 0) { /* best effort */ }
 }
 
+double test_time_scale(void) {
+    const char *s = getenv("FTK_TEST_TIME_SCALE");
+    double v = s ? strtod(s, NULL) : 1.0;
+    return v >= 1.0 ? v : 1.0;
+}
+
 const char *ftk_bin(void) {
     const char *b = getenv("FTK_BIN");
     return b && *b ? b : "./ftk";

@@ -19,6 +19,8 @@ double max_abs_diff(const float *a, const float *b, size_t n);
 // Makes a fresh empty temp directory (static buffer), removed by test_rmtree.
 const char *test_tmpdir(const char *tag);
 void test_rmtree(const char *dir);
+// Factor for wall-clock limits in tests: $FTK_TEST_TIME_SCALE (scripts/test.sh --valgrind sets it), else 1.
+double test_time_scale(void);
 // Path to the ftk binary ($FTK_BIN), for CLI tests.
 const char *ftk_bin(void);
 // Runs a shell command, returns its exit status (0..255), captures stdout+stderr into *out (malloc'ed) if out != NULL.
