@@ -527,7 +527,7 @@ static void rollout_stats(const PpoRollout *ro, const PpoConfig *pc, double beta
     s->score_std = B > 1 ? sqrt(fmax(0.0, (ssq - ssum * ssum / B) / (B - 1))) : 0.0;
     s->kl = kl_sequence_mean(ro->kl, ro->mask, B, ro->R);
     s->kl_coef = beta;
-    s->non_score_reward = -beta * s->kl;
+    s->non_score_reward = 0.0 - beta * s->kl;   // (not -0 when the KL is 0)
     s->rlhf_reward = used / B + s->non_score_reward;
     s->entropy = masked_sum(ro->entropy, ro->mask, BR) / fmax(1.0, (double)masked_count(ro->mask, BR));
     s->response_length = len / B;

@@ -593,10 +593,10 @@ static void test_reward_rises(void **state) {
 
 // ---------------------------------------------------------------- CLI
 
-static char *read_all(const char *path, size_t *len) {
-    char *data = NULL, err[FTK_ERR_LEN];
-    if (ftk_read_file(path, &data, len, err)) fail_msg("%s", err);
-    return data;
+static void read_all(const char *path, char **data, size_t *len) {
+    char err[FTK_ERR_LEN];
+    *data = NULL;
+    if (ftk_read_file(path, data, len, err)) fail_msg("%s", err);
 }
 
 static void test_cli_rule_run_and_resume(void **state) {
@@ -621,14 +621,15 @@ static void test_cli_rule_run_and_resume(void **state) {
     char path[4300];
     snprintf(path, sizeof path, "%s/metrics.jsonl", a_dir);
     size_t len;
-    char *metrics = read_all(path, &len);
+    char *metrics;
+    read_all(path, &metrics, &len);
     int lines = 0;
     for (size_t i = 0; i < len; i++) lines += metrics[i] == '\n';
     assert_int_equal(lines, 4);
     const char *keys[] = {"\"score_mean\"", "\"score_std\"", "\"kl\"", "\"entropy\"", "\"clip_frac\"", "\"approx_kl\"",
                           "\"value_loss\"", "\"response_length\"", "\"tokens_per_sec\"", "\"kl_coef\""};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) assert_true(strstr(metrics, keys[i]) != NULL);
-    free(metrics);
+    char *straight_metrics = metrics;
     snprintf(path, sizeof path, "%s/value_head.safetensors", a_dir);
     assert_true(ftk_file_exists(path));
     // 2 steps with a checkpoint, then resume to 4: the same adapter, byte for byte
@@ -648,21 +649,61 @@ static void test_cli_rule_run_and_resume(void **state) {
     for (int i = 0; i < 2; i++) {
         size_t la, lb;
         snprintf(path, sizeof path, "%s/%s", a_dir, files[i]);
-        char *x = read_all(path, &la);
+        char *x, *y;
+        read_all(path, &x, &la);
         snprintf(path, sizeof path, "%s/%s", b_dir, files[i]);
-        char *y = read_all(path, &lb);
+        read_all(path, &y, &lb);
         assert_int_equal(la, lb);
         assert_memory_equal(x, y, la);
         free(x);
         free(y);
     }
-    // metrics of the resumed run: the same 4 steps, the same scores and KL as the straight run
+    // metrics of the resumed run: the same 4 lines as the straight run's, up to the timings (every
+    // key before "tokens_per_sec": scores, KL, entropy, clip fraction, losses, grad norm, lr)
     snprintf(path, sizeof path, "%s/metrics.jsonl", b_dir);
-    metrics = read_all(path, &len);
-    lines = 0;
-    for (size_t i = 0; i < len; i++) lines += metrics[i] == '\n';
-    assert_int_equal(lines, 4);
+    read_all(path, &metrics, &len);
+    const char *p = straight_metrics, *q = metrics;
+    for (int k = 0; k < 4; k++) {
+        const char *pe = strstr(p, "\"tokens_per_sec\""), *qe = strstr(q, "\"tokens_per_sec\"");
+        assert_true(pe && qe && pe - p == qe - q);
+        assert_memory_equal(p, q, (size_t)(pe - p));
+        p = strchr(pe, '\n') + 1;
+        q = strchr(qe, '\n') + 1;
+    }
+    assert_true(*q == 0);
     free(metrics);
+    free(straight_metrics);
+    // --sft-adapter: the policy starts as the SFT adapter and the reference is base + that adapter,
+    // so the first rollout's KL is exactly 0 although the adapter is far from the base
+    char sft_dir[4200], p_dir[4200];
+    snprintf(sft_dir, sizeof sft_dir, "%s/sft", tmp);
+    snprintf(p_dir, sizeof p_dir, "%s/from_sft", tmp);
+    snprintf(cmd, sizeof cmd,
+             "%s sft --model %s --train-file %s --output-dir %s --max-steps 3 --batch-size 4 --learning-rate 1e-2 "
+             "--target-modules q_proj,v_proj,o_proj 2>&1",
+             ftk_bin(), shared_path("models/stories260K/stories260K.bin"),
+             shared_path("datasets/tinystories-mia/train.jsonl"), sft_dir);
+    rc = run_cmd(cmd, &out);
+    if (rc != 0) fail_msg("ftk sft failed (%d):\n%s", rc, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s --output-dir %s --sft-adapter %s --max-steps 2 2>&1", base, p_dir, sft_dir);
+    rc = run_cmd(cmd, &out);
+    if (rc != 0) fail_msg("ftk ppo --sft-adapter failed (%d):\n%s", rc, out);
+    assert_true(strstr(out, "reference: base + ") != NULL);
+    free(out);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", p_dir);
+    read_all(path, &metrics, &len);
+    // step 1's line has "kl":0; step 2's does not (the policy has moved away by then)
+    const char *second = strstr(metrics, "\"step\":2,");
+    const int kl0_first = strstr(metrics, "\"kl\":0,") != NULL, kl0_second = second && strstr(second, "\"kl\":0,");
+    const int has_second = second != NULL;
+    free(metrics);
+    assert_true(has_second && kl0_first && !kl0_second);
+    snprintf(path, sizeof path, "%s/adapter_config.json", p_dir);
+    char *cfg_text;
+    read_all(path, &cfg_text, &len);
+    assert_true(strstr(cfg_text, "o_proj") != NULL);   // the SFT adapter's targets, not --target-modules'
+    free(cfg_text);
     // usage errors
     snprintf(cmd, sizeof cmd, "%s ppo --model %s --train-file x --output-dir %s/u 2>&1", ftk_bin(),
              shared_path("models/stories260K/stories260K.bin"), tmp);
