@@ -8,10 +8,11 @@
 # Usage: bench/compare.sh [path/to/ftk]        (default: build-bench/ftk, else build/ftk)
 # Environment (defaults in brackets):
 #   MODELS ["gpt2 llama"]  THREADS ["1 2"]  MASKS ["0 0.5"]  ROUNDS [2]  STEPS [3]  WARMUP [1]
+#   TOOLS ["ftk torch"]  (one of them alone for a quick check)
 #   QUIET_WAIT [5]  seconds each side waits for an idle machine before a timed step
 #   MAX_FOREIGN [99] drop steps disturbed by more than (idle cores + this) foreign cores (99 = keep all)
 #   PEER [/work/shared/bench/torch_lora_bench.py]  PYTHON [/usr/bin/python3]
-#   OUT [bench/out-<date>]  logs, results.jsonl, table.md
+#   OUT [out/bench-<date>]  logs, results.jsonl, table.md (out/ is git-ignored)
 # Decode (ftk only) is timed in the ftk runs with mask 0: batch 1 and 8, KV cache, against the
 # memory-bandwidth bound measured in the same run.
 set -euo pipefail
@@ -29,12 +30,13 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 MODELS=${MODELS:-"gpt2 llama"}
 THREADS=${THREADS:-"1 2"}
 MASKS=${MASKS:-"0 0.5"}
+TOOLS=${TOOLS:-"ftk torch"}
 ROUNDS=${ROUNDS:-2}
 STEPS=${STEPS:-3}
 WARMUP=${WARMUP:-1}
 QUIET_WAIT=${QUIET_WAIT:-5}
 MAX_FOREIGN=${MAX_FOREIGN:-99}
-OUT=${OUT:-"$repo/bench/out-$(date +%Y%m%d-%H%M%S)"}
+OUT=${OUT:-"$repo/out/bench-$(date +%Y%m%d-%H%M%S)"}
 mkdir -p "$OUT"
 results="$OUT/results.jsonl"
 : >"$results"
@@ -59,7 +61,8 @@ run_one() {
   if [[ $tool == ftk ]]; then
     local dec=(--no-decode)
     [[ $mask == 0 ]] && dec=(--decode-batch 1,8 --decode-tokens 16 --decode-prompt 32)
-    "$FTK" bench --model "$model" "${common[@]}" "${dec[@]}" >"$log" 2>&1 || { echo "ftk failed: $log" >&2; return 1; }
+    "$FTK" bench --model "$model" "${common[@]}" "${dec[@]}" --save-params "$OUT/params-t${threads}-m${mask}-r${round}-" \
+      >"$log" 2>&1 || { echo "ftk failed: $log" >&2; return 1; }
   else
     "$PYTHON" "$PEER" --model "$model" "${common[@]}" >"$log" 2>&1 || { echo "torch failed: $log" >&2; return 1; }
   fi
@@ -85,8 +88,7 @@ for model in $MODELS; do
   for threads in $THREADS; do
     for mask in $MASKS; do
       for ((r = 1; r <= ROUNDS; r++)); do
-        run_one ftk "$model" "$threads" "$mask" "$r"
-        run_one torch "$model" "$threads" "$mask" "$r"
+        for tool in $TOOLS; do run_one "$tool" "$model" "$threads" "$mask" "$r"; done
       done
     done
   done
@@ -107,10 +109,11 @@ for k in keys:
     t = [d for d in rows if key(d) == k and d["tool"] == "torch"]
     ft, tt = med([d["tok_s"] for d in f]), med([d["tok_s"] for d in t])
     fr, tr = med([d["peak_rss_mb"] for d in f]), med([d["peak_rss_mb"] for d in t])
+    ratio = lambda a, b: a / b if b == b and b else float("nan")
     pk = med([100 * d["peak_fraction"] for d in f])
     ff = med([d["foreign_steps"] for d in f if d.get("foreign_steps") is not None])
     tf = med([d["foreign_steps"] for d in t if d.get("foreign_steps") is not None])
-    print(f"| {k[0]} | {k[1]} | {k[2]:g} | {ft:.1f} | {tt:.1f} | **{ft / tt:.2f}** | {pk:.0f}% | {fr:.0f} | {tr:.0f} | **{fr / tr:.2f}** | {ff:.2f} / {tf:.2f} | {len(f)}/{len(t)} |")
+    print(f"| {k[0]} | {k[1]} | {k[2]:g} | {ft:.1f} | {tt:.1f} | **{ratio(ft, tt):.2f}** | {pk:.0f}% | {fr:.0f} | {tr:.0f} | **{ratio(fr, tr):.2f}** | {ff:.2f} / {tf:.2f} | {len(f)}/{len(t)} |")
 print()
 print("| model | threads | decode batch | ftk tok/s | bandwidth bound tok/s | time / bound time |")
 print("|---|---|---|---|---|---|")
@@ -123,14 +126,29 @@ for k in sorted(dec):
     a = med([v[0] for v in dec[k]]); b = med([v[1] for v in dec[k]])
     print(f"| {k[0]} | {k[1]} | {k[2]} | {a:.1f} | {b:.1f} | {b / a:.2f}x |")
 print()
-print("Determinism (ftk adapter hash after the same number of steps, by thread count):")
-h = {}
+print("Determinism: ftk adapters after the same steps at 1 and 2 OpenBLAS threads (same round):")
+import array, os
+out = os.path.dirname(sys.argv[1])
+def load(t, m, mk, r):
+    p = os.path.join(out, f"params-t{t}-m{mk}-r{r}-{m}.f32")
+    if not os.path.exists(p): return None
+    a = array.array("f"); a.frombytes(open(p, "rb").read()); return a
+seen = set()
 for d in rows:
-    if d["tool"] == "ftk":
-        h.setdefault((d["model"], float(d["mask_fraction"]), d.get("steps_run")), set()).add((d["threads"], d["adapter_hash"]))
-for k in sorted(h):
-    hashes = {x[1] for x in h[k]}
-    print(f"  {k[0]} mask {k[1]:g} after {k[2]} steps: " + ", ".join(f"t={t}: {x}" for t, x in sorted(h[k]))
-          + ("  -> identical" if len(hashes) == 1 else "  -> DIFFERENT"))
+    if d["tool"] != "ftk": continue
+    m, mk, r = d["model"], d["mask_fraction"], d["round"]
+    if (m, mk, r) in seen: continue
+    seen.add((m, mk, r))
+    mk_s = f"{float(mk):g}"
+    a, b = load(1, m, mk_s, r), load(2, m, mk_s, r)
+    if a is None or b is None or len(a) != len(b): continue
+    h = {x["threads"]: x for x in rows if x["tool"] == "ftk" and x["model"] == m and x["mask_fraction"] == mk and x["round"] == r}
+    if h[1].get("steps_run") != h[2].get("steps_run"): continue
+    diff = max(abs(x - y) for x, y in zip(a, b)); scale = max(abs(x) for x in a)
+    same = sum(1 for x, y in zip(a, b) if x == y)
+    dl = abs(h[1]["final_loss"] - h[2]["final_loss"])
+    print(f"  {m} mask {float(mk):g} round {r} ({h[1]['steps_run']} steps): max |p1 - p2| = {diff:.3g} "
+          f"(max |p| {scale:.3g}, relative {diff / scale:.2g}); {same}/{len(a)} values bit-identical; "
+          f"last loss differs by {dl:.2g}")
 EOF
 echo "logs and results: $OUT"

@@ -71,6 +71,15 @@ static void prof_reset(const ModelConfig *c, int r) {
     prof.r = r;
 }
 
+typedef struct {
+    const ModelConfig *cfg;
+    int r;
+} ProfResetCtx;
+static void prof_reset_cb(void *ctx) {
+    const ProfResetCtx *p = ctx;
+    prof_reset(p->cfg, p->r);
+}
+
 static void prof_report(const char *what, int runs, double total_s) {
     double s = 0.0;
     printf("# profile (%s, per run over %d runs): cblas_sgemm by kind\n", what, runs);
@@ -115,6 +124,7 @@ typedef struct {
     double peak_gflops;      // measured once per run
     int peak_n;
     const char *json_path;
+    const char *params_prefix;
 } BenchOptions;
 
 // Parses "1,8" into out (at most cap values >= 1).
@@ -180,8 +190,8 @@ static void bench_model(const char *name, const BenchOptions *o) {
     BenchStepTimes *kept = calloc((size_t)max_runs, sizeof(BenchStepTimes));
     if (!tot || !all || !kept || !foreign_of) cli_die("out of memory");
     int n_kept = 0, n_all = 0, dropped = 0, fallback = 0;
-    double last_loss = NAN, prof_total = 0.0;
-    int prof_runs = 0;
+    double last_loss = NAN, timed_s = 0.0;
+    int n_timed = 0;
 #ifdef FTK_PROFILE
     prof_reset(&cfg, sc->lora_r);
 #endif
@@ -207,8 +217,8 @@ static void bench_model(const char *name, const BenchOptions *o) {
         fflush(stdout);
         last_loss = t.loss;
         if (i < o->n_warmup) continue;
-        prof_total += t.total_s;
-        prof_runs++;
+        timed_s += t.total_s;
+        n_timed++;
         foreign_of[n_all] = foreign;
         all[n_all++] = t.total_s;
         if (clean) {
@@ -224,6 +234,10 @@ static void bench_model(const char *name, const BenchOptions *o) {
         n_kept = n_all;
         fallback = 1;
     }
+#ifdef FTK_PROFILE
+    printf("# profile window end: %.6f\n", ftk_now());
+    if (n_timed) prof_report("training step", n_timed, timed_s);
+#endif
     const size_t peak_rss = bench_peak_rss();
     // the peak again after the steps: on a shared machine the larger of the two is the better estimate
     double peak_after = 0.0;
@@ -257,12 +271,14 @@ static void bench_model(const char *name, const BenchOptions *o) {
     printf("peak RSS %.0f MiB%s | trainable params %s (%.3f%% of %s)\n", peak_rss / 1048576.0,
            rss_reset ? "" : " (process-wide)", c_train, 100.0 * (double)n_train / (double)(n_base + n_train), c_total);
     printf("adapter hash %016llx after %d steps (same data and seed => identical at any thread count)\n",
-           (unsigned long long)bench_step_params_hash(&bs), prof_runs + o->n_warmup);
+           (unsigned long long)bench_step_params_hash(&bs), n_timed + o->n_warmup);
+    if (o->params_prefix) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s%s.f32", o->params_prefix, name);
+        if (ftk_write_file_atomic(path, bs.adapters.params, bs.adapters.n_params * sizeof(float), err)) cli_die("%s", err);
+        printf("adapter parameters written to %s\n", path);
+    }
     fflush(stdout);
-#ifdef FTK_PROFILE
-    printf("# profile window end: %.6f\n", ftk_now());
-    if (prof_runs) prof_report("training step", prof_runs, prof_total);
-#endif
 
     cJSON *res = cJSON_CreateObject();
     cJSON_AddStringToObject(res, "tool", "ftk");
@@ -296,7 +312,7 @@ static void bench_model(const char *name, const BenchOptions *o) {
     cJSON_AddNumberToObject(res, "final_loss", last_loss);
     cJSON_AddNumberToObject(res, "clean_steps", n_kept);
     cJSON_AddNumberToObject(res, "dropped_steps", dropped);
-    cJSON_AddNumberToObject(res, "steps_run", o->n_warmup + prof_runs);
+    cJSON_AddNumberToObject(res, "steps_run", o->n_warmup + n_timed);
     double foreign_sum = 0.0;
     for (int i = 0; i < n_all; i++) foreign_sum += foreign_of[i];
     cJSON_AddNumberToObject(res, "foreign_cores_mean", n_all ? foreign_sum / n_all : 0.0);
@@ -316,7 +332,14 @@ static void bench_model(const char *name, const BenchOptions *o) {
 #ifdef FTK_PROFILE
         prof_reset(&cfg, sc->lora_r);
 #endif
-        if (bench_decode(&m, &hooks, nb, o->decode_prompt, o->decode_tokens, sc->seed, &d, err)) cli_die("%s", err);
+#ifdef FTK_PROFILE
+        ProfResetCtx pr = {&cfg, sc->lora_r};
+        if (bench_decode(&m, &hooks, nb, o->decode_prompt, o->decode_tokens, sc->seed, prof_reset_cb, &pr, &d, err))
+            cli_die("%s", err);
+#else
+        if (bench_decode(&m, &hooks, nb, o->decode_prompt, o->decode_tokens, sc->seed, NULL, NULL, &d, err))
+            cli_die("%s", err);
+#endif
         // every step reads the weights once for all nb rows
         const double bound = nb * bw / (double)wbytes;
         printf("decode batch %d: %.1f tokens/s (median step %.1f ms, min %.1f, %d steps after a %d-token prompt; "
@@ -325,7 +348,7 @@ static void bench_model(const char *name, const BenchOptions *o) {
                nb, d.tok_s, d.ms_step_median, d.ms_step_min, d.steps, o->decode_prompt, d.prefill_s, bound,
                wbytes / 1e6, bw * 1e-9, bound / d.tok_s);
 #ifdef FTK_PROFILE
-        prof_report("decode step incl. prefill", d.steps, d.ms_step_median * 1e-3 * d.steps + d.prefill_s);
+        prof_report("decode step", d.steps, d.decode_s);
 #endif
         cJSON *o1 = cJSON_CreateObject();
         cJSON_AddNumberToObject(o1, "batch", nb);
@@ -378,6 +401,8 @@ int cmd_bench(int argc, char **argv) {
                                              "cores; a dropped step is replaced, up to 3x --steps runs"},
         {"--quiet-wait", FLAG_FLOAT, "30", "before each timed step wait up to this many seconds for an idle machine"},
         {"--json", FLAG_STR, NULL, "append the RESULT JSON line to this file"},
+        {"--save-params", FLAG_STR, NULL, "write the adapter parameters after the steps (raw little-endian float32) to "
+                                          "PREFIX<model>.f32, to compare runs (e.g. 1 vs 2 threads) value by value"},
         {0},
     };
     Command cmd = {.name = "bench",
@@ -409,6 +434,7 @@ int cmd_bench(int argc, char **argv) {
     o.decode_tokens = cli_int(&cmd, "--decode-tokens");
     o.decode_prompt = cli_int(&cmd, "--decode-prompt");
     o.json_path = cli_str(&cmd, "--json");
+    o.params_prefix = cli_str(&cmd, "--save-params");
     if (o.step.batch < 1 || o.step.seq < 1) cli_usage_error(&cmd, "--batch and --seq must be >= 1");
     if (o.step.lora_r < 1) cli_usage_error(&cmd, "--lora-r must be >= 1");
     if (!(o.step.mask_fraction >= 0 && o.step.mask_fraction < 1)) cli_usage_error(&cmd, "--mask-fraction must be in [0, 1)");

@@ -20,7 +20,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 int bench_decode(const Model *m, const ModelAdapters *ad, int batch, int prompt_len, int n_new, uint64_t seed,
-                 BenchDecode *out, char *err) {
+                 void (*after_prefill)(void *ctx), void *ctx, BenchDecode *out, char *err) {
     memset(out, 0, sizeof *out);
     const int V = m->cfg.vocab_size;
     if (batch < 1 || prompt_len < 1 || n_new < 1) return ftk_err(err, "decode bench: batch, prompt and steps must be >= 1");
@@ -45,11 +45,13 @@ int bench_decode(const Model *m, const ModelAdapters *ad, int batch, int prompt_
         next[s] = argmax(logits + (size_t)s * V, V);
     }
     out->prefill_s = ftk_now() - t0;
+    if (after_prefill) after_prefill(ctx);
     for (int k = 0; k < n_new; k++) {
         const double ts = ftk_now();
         if (kvcache_decode(m, ad, kv, seqs, next, batch, logits, err)) goto done;
         for (int s = 0; s < batch; s++) next[s] = argmax(logits + (size_t)s * V, V);
         dt[k] = ftk_now() - ts;
+        out->decode_s += dt[k];
     }
     qsort(dt, (size_t)n_new, sizeof(double), cmp_double);
     out->steps = n_new;

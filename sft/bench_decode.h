@@ -14,14 +14,16 @@ typedef struct {
     double ms_step_median;
     double ms_step_min;
     double prefill_s;        // all prompts together
+    double decode_s;         // all decode steps together
     int steps;
 } BenchDecode;
 
 // `batch` sequences, each prefilled with prompt_len random tokens (seeded), then n_new greedy decode
 // steps, each one kvcache_decode over all sequences plus an argmax per row; every step is timed.
-// ad may be NULL (base model).
+// ad may be NULL (base model). after_prefill (may be NULL) is called between the prefill and the
+// first decode step, e.g. to reset a profiler.
 int bench_decode(const Model *m, const ModelAdapters *ad, int batch, int prompt_len, int n_new, uint64_t seed,
-                 BenchDecode *out, char *err);
+                 void (*after_prefill)(void *ctx), void *ctx, BenchDecode *out, char *err);
 
 // Bytes of fp32 weights one decode step reads: every layer's linears, biases and norms, the final
 // norm, the LM head, and the LoRA A and B of ad (the embedding rows of the new tokens and the KV

@@ -227,6 +227,8 @@ static void test_bad_config(void **state) {
     model_free(&m);
 }
 
+static void count_prefills(void *ctx) { (*(int *)ctx)++; }
+
 static void test_decode(void **state) {
     (void)state;
     char err[FTK_ERR_LEN];
@@ -240,11 +242,13 @@ static void test_decode(void **state) {
     assert_int_equal(bench_decode_weight_bytes(&m, &hooks), floats * sizeof(float));
     assert_int_equal(bench_decode_weight_bytes(&m, NULL), (floats - 2 * 2 * 2 * 64) * sizeof(float));
     BenchDecode d;
-    assert_int_equal(bench_decode(&m, &hooks, 3, 5, 4, 1, &d, err), 0);
+    int prefills = 0;
+    assert_int_equal(bench_decode(&m, &hooks, 3, 5, 4, 1, count_prefills, &prefills, &d, err), 0);
     assert_int_equal(d.steps, 4);
+    assert_int_equal(prefills, 1);
     assert_true(d.tok_s > 0 && d.ms_step_min <= d.ms_step_median);
-    assert_int_not_equal(bench_decode(&m, &hooks, 1, 60, 10, 1, &d, err), 0);   // 70 positions > 64
-    assert_int_not_equal(bench_decode(&m, &hooks, 0, 5, 4, 1, &d, err), 0);
+    assert_int_not_equal(bench_decode(&m, &hooks, 1, 60, 10, 1, NULL, NULL, &d, err), 0);   // 70 positions > 64
+    assert_int_not_equal(bench_decode(&m, &hooks, 0, 5, 4, 1, NULL, NULL, &d, err), 0);
     bench_step_free(&bs);
     model_free(&m);
 }
