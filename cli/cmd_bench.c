@@ -35,7 +35,7 @@
 enum { PK_LINEAR, PK_ATTENTION, PK_HEAD, PK_LORA, PK_COUNT };
 static const char *PK_NAMES[PK_COUNT] = {"linear (frozen W)", "attention", "LM head", "LoRA"};
 static struct {
-    int hd, V, r;   // the shape being benchmarked, to tell the kinds apart
+    int hd, V, r, rows;   // the shape being benchmarked, to tell the kinds apart (rows: B*T, 0 in decode)
     double s[PK_COUNT], flops[PK_COUNT];
     long calls[PK_COUNT];
 } prof;
@@ -46,7 +46,7 @@ typedef void (*SgemmFn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE, cons
 
 static int prof_kind(int M, int N, int K) {
     if (N == prof.V || K == prof.V) return PK_HEAD;
-    if (M == prof.r || N == prof.r || K == prof.r) return PK_LORA;
+    if (N == prof.r || K == prof.r || (M == prof.r && K == prof.rows)) return PK_LORA;   // M = r: dA over the rows
     if (K == prof.hd || N == prof.hd) return PK_ATTENTION;   // no linear of these shapes has a head_dim side
     return PK_LINEAR;
 }
@@ -64,8 +64,9 @@ void cblas_sgemm(const enum CBLAS_ORDER Order, const enum CBLAS_TRANSPOSE TransA
     prof.calls[k]++;
 }
 
-static void prof_reset(const ModelConfig *c, int r) {
+static void prof_reset(const ModelConfig *c, int r, int rows) {
     memset(&prof, 0, sizeof prof);
+    prof.rows = rows;
     prof.hd = c->head_dim;
     prof.V = c->vocab_size;
     prof.r = r;
@@ -77,7 +78,7 @@ typedef struct {
 } ProfResetCtx;
 static void prof_reset_cb(void *ctx) {
     const ProfResetCtx *p = ctx;
-    prof_reset(p->cfg, p->r);
+    prof_reset(p->cfg, p->r, 0);
 }
 
 static void prof_report(const char *what, int runs, double total_s) {
@@ -193,13 +194,13 @@ static void bench_model(const char *name, const BenchOptions *o) {
     double last_loss = NAN, timed_s = 0.0;
     int n_timed = 0;
 #ifdef FTK_PROFILE
-    prof_reset(&cfg, sc->lora_r);
+    prof_reset(&cfg, sc->lora_r, sc->batch * sc->seq);
 #endif
     for (int i = 0; n_kept < o->n_steps && i < max_runs; i++) {
         if (i >= o->n_warmup && o->quiet_wait > 0) bench_wait_quiet(o->quiet_wait, allowed);
 #ifdef FTK_PROFILE
         if (i == o->n_warmup) {
-            prof_reset(&cfg, sc->lora_r);
+            prof_reset(&cfg, sc->lora_r, sc->batch * sc->seq);
             printf("# profile window start (CLOCK_MONOTONIC, for perf record -k mono / perf report --time): %.6f\n",
                    ftk_now());
         }
@@ -329,9 +330,6 @@ static void bench_model(const char *name, const BenchOptions *o) {
     for (int k = 0; k < o->n_decode_batches; k++) {
         const int nb = o->decode_batches[k];
         BenchDecode d;
-#ifdef FTK_PROFILE
-        prof_reset(&cfg, sc->lora_r);
-#endif
 #ifdef FTK_PROFILE
         ProfResetCtx pr = {&cfg, sc->lora_r};
         if (bench_decode(&m, &hooks, nb, o->decode_prompt, o->decode_tokens, sc->seed, prof_reset_cb, &pr, &d, err))
