@@ -9,6 +9,8 @@
 # Environment (defaults in brackets):
 #   MODELS ["gpt2 llama"]  THREADS ["1 2"]  MASKS ["0 0.5"]  ROUNDS [2]  STEPS [3]  WARMUP [1]
 #   TOOLS ["ftk torch"]  (one of them alone for a quick check)
+#   CORETYPE [unset]  exported as OPENBLAS_CORETYPE to both sides (e.g. SKYLAKEX: OpenBLAS 0.3.21
+#                     does not know this CPU and picks its AVX2 Haswell kernels; unset = its choice)
 #   QUIET_WAIT [5]  seconds each side waits for an idle machine before a timed step
 #   MAX_FOREIGN [99] drop steps disturbed by more than (idle cores + this) foreign cores (99 = keep all)
 #   PEER [/work/shared/bench/torch_lora_bench.py]  PYTHON [/usr/bin/python3]
@@ -36,6 +38,7 @@ STEPS=${STEPS:-3}
 WARMUP=${WARMUP:-1}
 QUIET_WAIT=${QUIET_WAIT:-5}
 MAX_FOREIGN=${MAX_FOREIGN:-99}
+if [[ -n "${CORETYPE:-}" ]]; then export OPENBLAS_CORETYPE=$CORETYPE; else unset OPENBLAS_CORETYPE; fi
 OUT=${OUT:-"$repo/out/bench-$(date +%Y%m%d-%H%M%S)"}
 mkdir -p "$OUT"
 results="$OUT/results.jsonl"
@@ -46,6 +49,7 @@ results="$OUT/results.jsonl"
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) CPUs online), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM"
   echo "openblas: $(dpkg-query -W -f='${Package} ${Version}' libopenblas0-pthread 2>/dev/null || echo '?')"
+  echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-(unset)}"
   echo "torch: $("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '?')"
   echo "ftk: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?') ($FTK)"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
