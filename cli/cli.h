@@ -33,13 +33,15 @@ typedef struct {
     int n_positional;
     const char *value[CLI_MAX_FLAGS];  // per flag: last value given, or the default; FLAG_LIST joins with ','
     int given[CLI_MAX_FLAGS];
-    char *list_buf[CLI_MAX_FLAGS];
+    char list_store[16384];     // FLAG_LIST values (joined with ','), no heap
+    size_t list_used;
 } Command;
 
 // Parses argv (after the command name). Prints help and exits 0 on --help; prints the problem and
 // exits 2 on a usage error.
 void cli_parse(Command *cmd, int argc, char **argv);
-// Frees the FLAG_LIST copies cli_parse made (values of FLAG_LIST flags dangle afterwards).
+// Resets the FLAG_LIST store (values of FLAG_LIST flags dangle afterwards). cli_parse allocates
+// nothing, so a command that exits early leaks nothing either.
 void cli_free_flags(Command *cmd);
 const char *cli_str(const Command *cmd, const char *name);   // NULL when unset
 int cli_int(const Command *cmd, const char *name);

@@ -118,9 +118,10 @@ int cmd_merge(int argc, char **argv) {
     const Adapters *soft = NULL;
     for (int i = 0; i < n; i++) {
         if (adapter_load_any(&ads[i], &m, paths[i], err)) cli_die("%s", err);
-        if (ads[i].score || ads[i].value_w)
-            cli_die("%s: the adapter has a %s head (reward/value model); a merged causal LM cannot hold it", paths[i],
-                    ads[i].score ? "score" : "value");
+        if (ads[i].score)
+            cli_die("%s: the adapter has a score head (a reward model); a merged causal LM cannot hold it", paths[i]);
+        if (ads[i].value_w)   // a PPO policy: the value head only trained the critic; the policy is the LoRA
+            fprintf(stderr, "note: %s: its PPO value head is not part of the policy and is left out\n", paths[i]);
         if (ads[i].prompt) {
             if (!cli_bool(&cmd, "--save-soft-prompt"))
                 cli_die("%s: this adapter has a soft prompt (prompt tuning, %d virtual tokens). Its prompt_embeddings are "
@@ -191,7 +192,7 @@ int cmd_merge(int argc, char **argv) {
     for (int i = 0; i < n; i++) adapters_free(&ads[i]);
     free(ads);
     free(adapter_list);
-    for (int i = 0; i < CLI_MAX_FLAGS; i++) free(cmd.list_buf[i]);   // FLAG_LIST copies made by cli_parse
+    cli_free_flags(&cmd);
     model_free(&m);
     return 0;
 }

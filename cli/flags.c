@@ -79,7 +79,7 @@ void cli_parse(Command *cmd, int argc, char **argv) {
         fprintf(stderr, "internal error: too many flags for ftk %s\n", cmd->name);
         abort();
     }
-    memset(cmd->list_buf, 0, sizeof cmd->list_buf);   // cli_free_flags frees every slot
+    cmd->list_used = 0;
     for (int i = 0; i < n_flags; i++) {
         cmd->value[i] = cmd->flags[i].def;
         cmd->given[i] = 0;
@@ -111,15 +111,14 @@ void cli_parse(Command *cmd, int argc, char **argv) {
             if (i + 1 >= argc) cli_usage_error(cmd, "%s needs a value", f->name);
             val = argv[++i];
         }
-        if (f->type == FLAG_LIST) {   // repeats join with ','
-            const char *prev = cmd->given[k] ? cmd->list_buf[k] : NULL;
+        if (f->type == FLAG_LIST) {   // repeats join with ','; the joined text lives in cmd->list_store
+            const char *prev = cmd->given[k] ? cmd->value[k] : NULL;
             size_t n = (prev ? strlen(prev) + 1 : 0) + strlen(val) + 1;
-            char *nb = malloc(n);
-            if (!nb) cli_die("out of memory parsing %s", f->name);
+            if (n > sizeof cmd->list_store - cmd->list_used) cli_usage_error(cmd, "the values of %s are too long", f->name);
+            char *nb = cmd->list_store + cmd->list_used;
             if (prev) snprintf(nb, n, "%s,%s", prev, val);
             else snprintf(nb, n, "%s", val);
-            free(cmd->list_buf[k]);
-            cmd->list_buf[k] = nb;
+            cmd->list_used += n;
             cmd->value[k] = nb;
         } else {
             cmd->value[k] = val;
@@ -130,10 +129,7 @@ void cli_parse(Command *cmd, int argc, char **argv) {
 }
 
 void cli_free_flags(Command *cmd) {
-    for (int i = 0; i < CLI_MAX_FLAGS; i++) {
-        free(cmd->list_buf[i]);
-        cmd->list_buf[i] = NULL;
-    }
+    cmd->list_used = 0;   // nothing is allocated: list values live in cmd->list_store
 }
 
 static int flag_index(const Command *cmd, const char *name) {

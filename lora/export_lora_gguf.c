@@ -113,7 +113,8 @@ int lora_gguf_save(const Adapters *a, const char *path, ExportDtype dtype, const
     if (a->prompt)
         return ftk_err(err, "%s: the adapter has a soft prompt, which llama.cpp adapters cannot hold; export the LoRA "
                             "part of a LoRA-only adapter", path);
-    if (a->score || a->value_w) return ftk_err(err, "%s: the adapter has a score/value head; llama.cpp cannot load it", path);
+    // A PPO value head belongs to the critic, not the policy: only the LoRA pairs are written.
+    if (a->score) return ftk_err(err, "%s: the adapter has a score head (a reward model); llama.cpp cannot load it", path);
     OutPair *pairs = NULL;
     int n = 0;
     int rc = collect_pairs(a, &pairs, &n, err);

@@ -45,9 +45,10 @@ int lora_combine(CombinedLora *out, const Adapters *const *ads, const double *w,
             return ftk_err(err, "adapter %d has a soft prompt (prompt tuning, %d virtual tokens): prompt embeddings are "
                                 "prepended to the input and cannot be merged into the weights", i + 1,
                            a->cfg.num_virtual_tokens);
-        if (a->score || a->value_w)
-            return ftk_err(err, "adapter %d has a %s head, which is not part of a causal LM and cannot be merged", i + 1,
-                           a->score ? "score" : "value");
+        // A PPO value head trains the critic only; the policy is the LoRA, so it is left out (the caller says so).
+        if (a->score)
+            return ftk_err(err, "adapter %d has a score head (a reward model), which is not part of a causal LM and "
+                                "cannot be merged", i + 1);
         if (!a->hooks) return ftk_err(err, "adapter %d has no LoRA weights to merge", i + 1);
         if (!isfinite(w[i])) return ftk_err(err, "weight %d is not a finite number", i + 1);
         if (how == COMBINE_LINEAR && w[i] * (double)a->scale < 0.0)
