@@ -265,7 +265,7 @@ int tokenizer_gguf_set_keys(GgufWriter *w, const Tokenizer *t, int n_vocab, char
     }
     if (!rc)
         rc = gguf_writer_set_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", err) ||
-             gguf_writer_set_str(w, "tokenizer.ggml.pre", spm ? "default" : "gpt-2", err) ||
+             gguf_writer_set_str(w, "tokenizer.ggml.pre", tokenizer_gguf_pre_name(t), err) ||
              gguf_writer_set_str_array(w, "tokenizer.ggml.tokens", pieces, nv, err);
     if (!rc && spm) rc = gguf_writer_set_array(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, nv, err);
     if (!rc) rc = gguf_writer_set_array(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, nv, err);

@@ -76,6 +76,10 @@ char *tokenizer_decode(const Tokenizer *t, const int *ids, int n_ids);
 // buf (at least 256 bytes) and returns the length.
 int tokenizer_token_bytes(const Tokenizer *t, int prev, int id, char *buf);
 
+// The tokenizer.ggml.pre name a GGUF writer records for t ("default" for SPM, "gpt-2", "llama-bpe",
+// "qwen2", "smollm"): what tokenizer_load_gguf maps back to the same pre-tokenizer.
+const char *tokenizer_gguf_pre_name(const Tokenizer *t);
+
 // Exact-piece lookup: id or -1.
 int tokenizer_piece_id(const Tokenizer *t, const char *piece);
 

@@ -165,3 +165,12 @@ int tokenizer_load_gguf(Tokenizer **out, const char *path, char *err) {
     gguf_close(&f);
     return rc;
 }
+
+const char *tokenizer_gguf_pre_name(const Tokenizer *t) {
+    if (t->kind == TOK_SPM) return "default";
+    const TokImpl *im = t->impl;
+    if (im->pretok == PRETOK_LLAMA3) return "llama-bpe";
+    if (im->pretok == PRETOK_QWEN2) return "qwen2";
+    if (im->split_digits) return "smollm";
+    return "gpt-2";
+}
