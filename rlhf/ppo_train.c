@@ -19,6 +19,7 @@
 #include "sft/checkpoint.h"
 #include "sft/metrics.h"
 #include "sft/optim.h"
+#include "sft/trainer_core.h"
 
 void ppo_config_default(PpoConfig *c) {
     memset(c, 0, sizeof *c);
@@ -426,31 +427,6 @@ int ppo_micro_batch(const Model *m, Adapters *a, const ModelAdapters *hooks, Ppo
 
 // ------------------------------------------------------------------ the loop
 
-typedef struct {
-    Adapters *a;
-    const char *base_model;
-} SaveCtx;
-
-static int save_adapter_cb(const char *dir, void *user, char *err) {
-    SaveCtx *s = user;
-    return peft_save(s->a, dir, s->base_model, err);
-}
-
-static int load_checkpoint_adapter(const Model *m, Adapters *a, const char *dir, char *err) {
-    Adapters tmp;
-    if (peft_load(&tmp, m, dir, err)) return -1;
-    if (tmp.n_params != a->n_params || !tmp.value_w) {
-        size_t got = tmp.n_params;
-        int has_value = tmp.value_w != NULL;
-        adapters_free(&tmp);
-        return ftk_err(err, "%s: checkpoint adapter has %zu parameters%s, this run's adapter has %zu", dir, got,
-                       has_value ? "" : " and no value head", a->n_params);
-    }
-    memcpy(a->params, tmp.params, a->n_params * sizeof(float));
-    adapters_free(&tmp);
-    return 0;
-}
-
 static void put_u64(cJSON *o, const char *key, uint64_t x) {
     char buf[24];
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)x);
@@ -601,11 +577,7 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
         ftk_err(err, "ppo: out of memory for rollout buffers");
         goto done;
     }
-    if (adamw_init(&opt, a->n_params, err)) goto done;
-    opt.beta1 = tc->adam_beta1;
-    opt.beta2 = tc->adam_beta2;
-    opt.eps = tc->adam_epsilon;
-    opt.weight_decay = tc->weight_decay;
+    if (trainer_optim_init(&opt, a->n_params, tc, err)) goto done;
 
     int64_t max_steps = tc->max_steps;
     if (max_steps <= 0) {
@@ -628,8 +600,7 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
     }
     if (ftk_path_join(path, sizeof path, tc->output_dir, "metrics.jsonl", err)) goto done;
     if (tc->resume_from) {
-        if (load_checkpoint_adapter(m, a, tc->resume_from, err)) goto done;
-        if (checkpoint_load(tc->resume_from, &opt, &ts, err)) goto done;
+        if (trainer_resume_load(m, a, tc->resume_from, 1, &opt, &ts, err)) goto done;
         double st_d = 0, beta = 0;
         if (get_num(ts.extra, "ppo_step", &st_d, tc->resume_from, err) ||
             get_num(ts.extra, "kl_coef", &beta, tc->resume_from, err) ||
@@ -644,15 +615,12 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
                     tc->resume_from, (long long)opt.step, (long long)step0, (long long)updates_per_step);
             goto done;
         }
-        DataCursor c = {tc->seed, prompts->n, ts.data_epoch, ts.data_position, ts.data_rng};
-        if (loader_restore(&L, &c, err)) goto done;
-        dropout_rng = ts.dropout_rng;
-        if (metrics_open(&ml, path, step0, err)) goto done;
+        if (trainer_resume_position(&L, &ts, tc->seed, prompts->n, &dropout_rng, &ml, path, step0, err)) goto done;
     } else {
         if (metrics_open(&ml, path, -1, err)) goto done;
     }
 
-    SaveCtx save = {a, tc->base_model};
+    AdapterSaver save = {a, tc->base_model, NULL, NULL};
     const double t_start = ftk_now();
     for (int64_t step = step0; step < max_steps; step++) {
         const double t0 = ftk_now();
@@ -731,11 +699,8 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
                     if (ppo_micro_batch(m, a, &hooks, ws, &ro, mb + (size_t)g * tc->batch_size, tc->batch_size,
                                         (double)norm, pc, &dropout_rng, &loss, &ms, err))
                         goto done;
-                if (check_loss_finite(loss, opt.step + 1, err)) goto done;
-                double gnorm;
-                if (grad_clip(a->grads, a->n_params, tc->max_grad_norm, &gnorm, err)) goto done;
-                lr = lr_at(&sched, opt.step);
-                adamw_step(&opt, a->params, a->grads, lr);
+                double gnorm;  // gradients are already the minibatch mean (normalised by norm)
+                if (trainer_update(&opt, a, &sched, tc->max_grad_norm, 1.0f, loss, &gnorm, &lr, err)) goto done;
                 s.policy_loss += ms.policy_loss;
                 s.value_loss += ms.value_loss;
                 s.clip_frac += ms.clip_frac;
@@ -769,20 +734,13 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
         if (on_step) on_step(ctx, &s);
         const int64_t done_steps = step + 1;
         if (tc->save_steps > 0 && done_steps % tc->save_steps == 0) {
-            ts.global_step = opt.step;
-            ts.epoch = s.epoch;
-            ts.data_epoch = cur.epoch;
-            ts.data_position = cur.position;
-            ts.data_rng = cur.epoch_rng;
-            ts.dropout_rng = dropout_rng;
-            cJSON_Delete(ts.extra);
-            ts.extra = cJSON_CreateObject();
-            cJSON_AddNumberToObject(ts.extra, "ppo_step", (double)done_steps);
-            cJSON_AddNumberToObject(ts.extra, "kl_coef", klc.value);
-            put_u64(ts.extra, "gen_rng", gen_rng);
-            put_u64(ts.extra, "order_rng", order_rng);
-            if (checkpoint_save(tc->output_dir, &opt, &ts, training_args, save_adapter_cb, &save, tc->save_total_limit,
-                                err))
+            cJSON *extra = trainer_state_fill(&ts, opt.step, s.epoch, &cur, dropout_rng);
+            cJSON_AddNumberToObject(extra, "ppo_step", (double)done_steps);
+            cJSON_AddNumberToObject(extra, "kl_coef", klc.value);
+            put_u64(extra, "gen_rng", gen_rng);
+            put_u64(extra, "order_rng", order_rng);
+            if (checkpoint_save(tc->output_dir, &opt, &ts, training_args, trainer_save_adapter, &save,
+                                tc->save_total_limit, err))
                 goto done;
         }
     }

@@ -11,6 +11,7 @@
 #include "sft/checkpoint.h"
 #include "sft/metrics.h"
 #include "sft/optim.h"
+#include "sft/trainer_core.h"
 
 void pair_sums_add(PairSums *acc, const PairSums *x) {
     acc->loss += x->loss;
@@ -62,34 +63,6 @@ static int log_line(MetricsLog *ml, const PairObjective *obj, const PairEvent *e
     int rc = metrics_write(ml, o, err);
     cJSON_Delete(o);
     return rc;
-}
-
-typedef struct {
-    Adapters *a;
-    const char *base_model;
-    const PairObjective *obj;
-} SaveCtx;
-
-static int save_adapter_cb(const char *dir, void *user, char *err) {
-    SaveCtx *s = user;
-    if (peft_save(s->a, dir, s->base_model, err)) return -1;
-    return s->obj->save_extra ? s->obj->save_extra(s->obj->ctx, dir, err) : 0;
-}
-
-// Loads the adapter weights of a checkpoint into a (same configuration).
-static int load_checkpoint_adapter(const Model *m, Adapters *a, const char *dir, char *err) {
-    Adapters tmp;
-    if (peft_load(&tmp, m, dir, err)) return -1;
-    if (tmp.n_params != a->n_params) {
-        size_t got = tmp.n_params;
-        adapters_free(&tmp);
-        return ftk_err(err, "%s: checkpoint adapter has %zu parameters, this run's adapter has %zu (different "
-                            "--lora-r / --target-modules / --num-virtual-tokens?)",
-                       dir, got, a->n_params);
-    }
-    memcpy(a->params, tmp.params, a->n_params * sizeof(float));
-    adapters_free(&tmp);
-    return 0;
 }
 
 static int run_eval(const PairObjective *obj, MetricsLog *ml, int64_t step, int64_t max_steps, double epoch,
@@ -144,11 +117,7 @@ int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, 
 
     if (runstate_create(&rs, m, 2 * tc->batch_size, T_max, 1, err)) goto done;
     if (loader_init(&L, train, tc->batch_size, 1, tc->seed, 0, err)) goto done;
-    if (adamw_init(&opt, a->n_params, err)) goto done;
-    opt.beta1 = tc->adam_beta1;
-    opt.beta2 = tc->adam_beta2;
-    opt.eps = tc->adam_epsilon;
-    opt.weight_decay = tc->weight_decay;
+    if (trainer_optim_init(&opt, a->n_params, tc, err)) goto done;
 
     int64_t max_steps = tc->max_steps;
     if (max_steps <= 0) {
@@ -168,11 +137,9 @@ int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, 
     }
     if (ftk_path_join(path, sizeof path, tc->output_dir, "metrics.jsonl", err)) goto done;
     if (tc->resume_from) {
-        if (load_checkpoint_adapter(m, a, tc->resume_from, err)) goto done;
-        if (checkpoint_load(tc->resume_from, &opt, &ts, err)) goto done;
-        DataCursor c = {tc->seed, train->n, ts.data_epoch, ts.data_position, ts.data_rng};
-        if (loader_restore(&L, &c, err)) goto done;
-        dropout_rng = ts.dropout_rng;
+        if (trainer_resume_load(m, a, tc->resume_from, 0, &opt, &ts, err)) goto done;
+        if (trainer_resume_position(&L, &ts, tc->seed, train->n, &dropout_rng, &ml, path, ts.global_step, err))
+            goto done;
         // The log accumulators, so a resumed run logs the same means as a straight one.
         const char *keys[6] = {"acc_loss", "acc_correct", "acc_margin", "acc_chosen", "acc_rejected", "acc_pairs"};
         double *dst[5] = {&log_acc.loss, &log_acc.correct, &log_acc.margin, &log_acc.chosen, &log_acc.rejected};
@@ -184,13 +151,12 @@ int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, 
         }
         const cJSON *ls = cJSON_GetObjectItemCaseSensitive(ts.extra, "acc_steps");
         if (cJSON_IsNumber(ls)) log_steps = (int64_t)ls->valuedouble;
-        if (metrics_open(&ml, path, ts.global_step, err)) goto done;
     } else {
         if (metrics_open(&ml, path, -1, err)) goto done;
         if (has_eval && run_eval(obj, &ml, 0, max_steps, 0, &res->eval_before, on_event, ctx, err)) goto done;
     }
 
-    SaveCtx save = {a, tc->base_model, obj};
+    AdapterSaver save = {a, tc->base_model, obj->save_extra, obj->ctx};
     const double t_start = ftk_now();
     double t_log = t_start;
     long pairs_since_log = 0;
@@ -208,14 +174,10 @@ int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, 
             ftk_err(err, "step %lld: the batch has no pairs", (long long)step + 1);
             goto done;
         }
-        // Sum-of-losses gradients -> the step's mean.
-        const float inv = 1.0f / (float)st.pairs;
-        for (size_t i = 0; i < a->n_params; i++) a->grads[i] *= inv;
-        if (check_loss_finite(st.loss / (double)st.pairs, step + 1, err)) goto done;
-        double gnorm;
-        if (grad_clip(a->grads, a->n_params, tc->max_grad_norm, &gnorm, err)) goto done;
-        double lr = lr_at(&sched, opt.step);
-        adamw_step(&opt, a->params, a->grads, lr);
+        double gnorm, lr;
+        if (trainer_update(&opt, a, &sched, tc->max_grad_norm, 1.0f / (float)st.pairs, st.loss / (double)st.pairs,
+                           &gnorm, &lr, err))
+            goto done;
         res->pairs_seen += st.pairs;
         pairs_since_log += st.pairs;
         pair_sums_add(&log_acc, &st);
@@ -255,27 +217,20 @@ int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, 
             ts.last_eval_loss = l;
         }
         if (tc->save_steps > 0 && done_steps % tc->save_steps == 0) {
-            ts.global_step = done_steps;
-            ts.epoch = epoch;
-            ts.data_epoch = cur.epoch;
-            ts.data_position = cur.position;
-            ts.data_rng = cur.epoch_rng;
-            ts.dropout_rng = dropout_rng;
-            cJSON_Delete(ts.extra);
-            ts.extra = cJSON_CreateObject();
-            cJSON_AddNumberToObject(ts.extra, "acc_loss", log_acc.loss);
-            cJSON_AddNumberToObject(ts.extra, "acc_correct", log_acc.correct);
-            cJSON_AddNumberToObject(ts.extra, "acc_margin", log_acc.margin);
-            cJSON_AddNumberToObject(ts.extra, "acc_chosen", log_acc.chosen);
-            cJSON_AddNumberToObject(ts.extra, "acc_rejected", log_acc.rejected);
-            cJSON_AddNumberToObject(ts.extra, "acc_pairs", (double)log_acc.pairs);
-            cJSON_AddNumberToObject(ts.extra, "acc_steps", (double)log_steps);
-            if (checkpoint_save(tc->output_dir, &opt, &ts, training_args, save_adapter_cb, &save, tc->save_total_limit,
-                                err))
+            cJSON *extra = trainer_state_fill(&ts, done_steps, epoch, &cur, dropout_rng);
+            cJSON_AddNumberToObject(extra, "acc_loss", log_acc.loss);
+            cJSON_AddNumberToObject(extra, "acc_correct", log_acc.correct);
+            cJSON_AddNumberToObject(extra, "acc_margin", log_acc.margin);
+            cJSON_AddNumberToObject(extra, "acc_chosen", log_acc.chosen);
+            cJSON_AddNumberToObject(extra, "acc_rejected", log_acc.rejected);
+            cJSON_AddNumberToObject(extra, "acc_pairs", (double)log_acc.pairs);
+            cJSON_AddNumberToObject(extra, "acc_steps", (double)log_steps);
+            if (checkpoint_save(tc->output_dir, &opt, &ts, training_args, trainer_save_adapter, &save,
+                                tc->save_total_limit, err))
                 goto done;
         }
     }
-    if (save_adapter_cb(tc->output_dir, &save, err)) goto done;
+    if (trainer_save_adapter(tc->output_dir, &save, err)) goto done;
     res->steps_done = max_steps;
     res->seconds = ftk_now() - t_start;
     rc = 0;

@@ -11,6 +11,7 @@
 #include "sft/checkpoint.h"
 #include "sft/metrics.h"
 #include "sft/optim.h"
+#include "sft/trainer_core.h"
 
 void train_config_default(TrainConfig *c) {
     memset(c, 0, sizeof *c);
@@ -135,32 +136,6 @@ done:
     return rc;
 }
 
-typedef struct {
-    Adapters *a;
-    const char *base_model;
-} SaveCtx;
-
-static int save_adapter_cb(const char *dir, void *user, char *err) {
-    SaveCtx *s = user;
-    return peft_save(s->a, dir, s->base_model, err);
-}
-
-// Loads the adapter weights of a checkpoint into a (same configuration).
-static int load_checkpoint_adapter(const Model *m, Adapters *a, const char *dir, char *err) {
-    Adapters tmp;
-    if (peft_load(&tmp, m, dir, err)) return -1;
-    if (tmp.n_params != a->n_params) {
-        size_t got = tmp.n_params;
-        adapters_free(&tmp);
-        return ftk_err(err, "%s: checkpoint adapter has %zu parameters, this run's adapter has %zu (different "
-                            "--lora-r / --target-modules / --num-virtual-tokens?)",
-                       dir, got, a->n_params);
-    }
-    memcpy(a->params, tmp.params, a->n_params * sizeof(float));
-    adapters_free(&tmp);
-    return 0;
-}
-
 static void emit(TrainEventFn fn, void *ctx, const TrainEvent *e) {
     if (fn) fn(ctx, e);
 }
@@ -200,11 +175,7 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
     if (runstate_create(&rs, m, tc->batch_size, T_max, 1, err)) goto done;
     if (loader_init(&L, train, tc->batch_size, 1, tc->seed, tc->pack_len, err)) goto done;
     if (loss_scratch_alloc(&ls, tc->batch_size, T_max, "batch", err)) goto done;
-    if (adamw_init(&opt, a->n_params, err)) goto done;
-    opt.beta1 = tc->adam_beta1;
-    opt.beta2 = tc->adam_beta2;
-    opt.eps = tc->adam_epsilon;
-    opt.weight_decay = tc->weight_decay;
+    if (trainer_optim_init(&opt, a->n_params, tc, err)) goto done;
 
     int64_t max_steps = tc->max_steps;
     if (max_steps <= 0) {
@@ -223,18 +194,15 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
     }
     if (ftk_path_join(path, sizeof path, tc->output_dir, "metrics.jsonl", err)) goto done;
     if (tc->resume_from) {
-        if (load_checkpoint_adapter(m, a, tc->resume_from, err)) goto done;
-        if (checkpoint_load(tc->resume_from, &opt, &ts, err)) goto done;
-        DataCursor c = {tc->seed, train->n, ts.data_epoch, ts.data_position, ts.data_rng};
-        if (loader_restore(&L, &c, err)) goto done;
-        dropout_rng = ts.dropout_rng;
+        if (trainer_resume_load(m, a, tc->resume_from, 0, &opt, &ts, err)) goto done;
+        if (trainer_resume_position(&L, &ts, tc->seed, train->n, &dropout_rng, &ml, path, ts.global_step, err))
+            goto done;
         const cJSON *la = cJSON_GetObjectItemCaseSensitive(ts.extra, "loss_accum");
         const cJSON *ls = cJSON_GetObjectItemCaseSensitive(ts.extra, "loss_accum_steps");
         if (cJSON_IsNumber(la) && cJSON_IsNumber(ls)) {
             loss_accum = la->valuedouble;
             loss_accum_steps = (int64_t)ls->valuedouble;
         }
-        if (metrics_open(&ml, path, ts.global_step, err)) goto done;
     } else {
         if (metrics_open(&ml, path, -1, err)) goto done;
         if (eval) {
@@ -247,7 +215,7 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
         }
     }
 
-    SaveCtx save = {a, tc->base_model};
+    AdapterSaver save = {a, tc->base_model, NULL, NULL};
     const double t_start = ftk_now();
     double t_log = t_start;
     long tokens_since_log = 0;
@@ -268,13 +236,9 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
             goto done;
         }
         double loss = loss_sum / (double)count;
-        const float inv = 1.0f / (float)count;
-        for (size_t i = 0; i < a->n_params; i++) a->grads[i] *= inv;
-        if (check_loss_finite(loss, step + 1, err)) goto done;
-        double gnorm;
-        if (grad_clip(a->grads, a->n_params, tc->max_grad_norm, &gnorm, err)) goto done;
-        double lr = lr_at(&sched, opt.step);
-        adamw_step(&opt, a->params, a->grads, lr);
+        double gnorm, lr;
+        if (trainer_update(&opt, a, &sched, tc->max_grad_norm, 1.0f / (float)count, loss, &gnorm, &lr, err))
+            goto done;
         res->tokens_seen += count;
         loss_accum += loss;
         loss_accum_steps++;
@@ -312,18 +276,11 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
             emit(on_event, ctx, &e);
         }
         if (tc->save_steps > 0 && done_steps % tc->save_steps == 0) {
-            ts.global_step = done_steps;
-            ts.epoch = epoch;
-            ts.data_epoch = cur.epoch;
-            ts.data_position = cur.position;
-            ts.data_rng = cur.epoch_rng;
-            ts.dropout_rng = dropout_rng;
-            cJSON_Delete(ts.extra);
-            ts.extra = cJSON_CreateObject();
-            cJSON_AddNumberToObject(ts.extra, "loss_accum", loss_accum);
-            cJSON_AddNumberToObject(ts.extra, "loss_accum_steps", (double)loss_accum_steps);
-            if (checkpoint_save(tc->output_dir, &opt, &ts, training_args, save_adapter_cb, &save, tc->save_total_limit,
-                                err))
+            cJSON *extra = trainer_state_fill(&ts, done_steps, epoch, &cur, dropout_rng);
+            cJSON_AddNumberToObject(extra, "loss_accum", loss_accum);
+            cJSON_AddNumberToObject(extra, "loss_accum_steps", (double)loss_accum_steps);
+            if (checkpoint_save(tc->output_dir, &opt, &ts, training_args, trainer_save_adapter, &save,
+                                tc->save_total_limit, err))
                 goto done;
         }
     }
