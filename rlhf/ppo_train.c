@@ -739,12 +739,10 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
             cJSON_AddNumberToObject(extra, "kl_coef", klc.value);
             put_u64(extra, "gen_rng", gen_rng);
             put_u64(extra, "order_rng", order_rng);
-            if (checkpoint_save(tc->output_dir, &opt, &ts, training_args, trainer_save_adapter, &save,
-                                tc->save_total_limit, err))
-                goto done;
+            if (trainer_checkpoint(tc, &opt, &ts, training_args, &save, err)) goto done;
         }
     }
-    if (peft_save(a, tc->output_dir, tc->base_model, err)) goto done;
+    if (trainer_save_adapter(tc->output_dir, &save, err)) goto done;
     res->steps_done = max_steps;
     res->seconds = ftk_now() - t_start;
     rc = 0;

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lora/peft.h"
 #include "model/common.h"
 #include "model/transformer.h"
 #include "sft/checkpoint.h"
@@ -98,10 +97,7 @@ int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, 
     // (not adapters_hooks: it would rewire a's shared LoRA hooks)
     const int n_virtual = a->prompt ? a->cfg.num_virtual_tokens : 0;
     const int T_max = n_virtual + pref_dataset_max_len(train);
-    if (T_max > m->cfg.max_seq_len)
-        return ftk_err(err, "sequences of %d positions (incl. %d virtual tokens) exceed the model's context %d: "
-                            "lower --max-seq-length",
-                       T_max, n_virtual, m->cfg.max_seq_len);
+    if (trainer_check_context(m, T_max, n_virtual, err)) return -1;
 
     RunState *rs = NULL;
     DataLoader L;
@@ -119,23 +115,14 @@ int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, 
     if (loader_init(&L, train, tc->batch_size, 1, tc->seed, 0, err)) goto done;
     if (trainer_optim_init(&opt, a->n_params, tc, err)) goto done;
 
-    int64_t max_steps = tc->max_steps;
-    if (max_steps <= 0) {
-        double micro = ceil(tc->num_train_epochs * (double)loader_batches_in_epoch(&L));
-        max_steps = (int64_t)ceil(micro / tc->grad_accum);
-        if (max_steps < 1) max_steps = 1;
-    }
+    const int64_t max_steps = trainer_max_steps(tc, loader_batches_in_epoch(&L));
     LrSchedule sched = {tc->lr_scheduler, tc->learning_rate, tc->warmup_steps, max_steps};
     uint64_t dropout_rng = tc->seed * 0x9E3779B97F4A7C15ull + 1;
     PairSums log_acc;          // training pairs since the last log line
     memset(&log_acc, 0, sizeof log_acc);
     int64_t log_steps = 0;     // optimizer steps since the last log line
 
-    if (training_args) {
-        if (ftk_path_join(path, sizeof path, tc->output_dir, "training_args.json", err)) goto done;
-        if (json_write_atomic(path, training_args, err)) goto done;
-    }
-    if (ftk_path_join(path, sizeof path, tc->output_dir, "metrics.jsonl", err)) goto done;
+    if (trainer_write_args(tc, training_args, path, sizeof path, err)) goto done;
     if (tc->resume_from) {
         if (trainer_resume_load(m, a, tc->resume_from, 0, &opt, &ts, err)) goto done;
         if (trainer_resume_position(&L, &ts, tc->seed, train->n, &dropout_rng, &ml, path, ts.global_step, err))
@@ -225,9 +212,7 @@ int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, 
             cJSON_AddNumberToObject(extra, "acc_rejected", log_acc.rejected);
             cJSON_AddNumberToObject(extra, "acc_pairs", (double)log_acc.pairs);
             cJSON_AddNumberToObject(extra, "acc_steps", (double)log_steps);
-            if (checkpoint_save(tc->output_dir, &opt, &ts, training_args, trainer_save_adapter, &save,
-                                tc->save_total_limit, err))
-                goto done;
+            if (trainer_checkpoint(tc, &opt, &ts, training_args, &save, err)) goto done;
         }
     }
     if (trainer_save_adapter(tc->output_dir, &save, err)) goto done;

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lora/peft.h"
 #include "model/common.h"
 #include "model/transformer.h"
 #include "sft/checkpoint.h"
@@ -154,10 +153,7 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
     const int n_virtual = hooks.n_virtual;
     const int packed = tc->pack_len > 0;
     const int T_max = n_virtual + (packed ? tc->pack_len : dataset_max_len(train));
-    if (T_max > m->cfg.max_seq_len)
-        return ftk_err(err, "sequences of %d positions (incl. %d virtual tokens) exceed the model's context %d: "
-                            "lower --max-seq-length",
-                       T_max, n_virtual, m->cfg.max_seq_len);
+    if (trainer_check_context(m, T_max, n_virtual, err)) return -1;
 
     RunState *rs = NULL;
     DataLoader L;
@@ -177,22 +173,13 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
     if (loss_scratch_alloc(&ls, tc->batch_size, T_max, "batch", err)) goto done;
     if (trainer_optim_init(&opt, a->n_params, tc, err)) goto done;
 
-    int64_t max_steps = tc->max_steps;
-    if (max_steps <= 0) {
-        double micro = ceil(tc->num_train_epochs * (double)loader_batches_in_epoch(&L));
-        max_steps = (int64_t)ceil(micro / tc->grad_accum);
-        if (max_steps < 1) max_steps = 1;
-    }
+    const int64_t max_steps = trainer_max_steps(tc, loader_batches_in_epoch(&L));
     LrSchedule sched = {tc->lr_scheduler, tc->learning_rate, tc->warmup_steps, max_steps};
     uint64_t dropout_rng = tc->seed * 0x9E3779B97F4A7C15ull + 1;
     double loss_accum = 0;     // training losses summed since the last log line
     int64_t loss_accum_steps = 0;
 
-    if (training_args) {
-        if (ftk_path_join(path, sizeof path, tc->output_dir, "training_args.json", err)) goto done;
-        if (json_write_atomic(path, training_args, err)) goto done;
-    }
-    if (ftk_path_join(path, sizeof path, tc->output_dir, "metrics.jsonl", err)) goto done;
+    if (trainer_write_args(tc, training_args, path, sizeof path, err)) goto done;
     if (tc->resume_from) {
         if (trainer_resume_load(m, a, tc->resume_from, 0, &opt, &ts, err)) goto done;
         if (trainer_resume_position(&L, &ts, tc->seed, train->n, &dropout_rng, &ml, path, ts.global_step, err))
@@ -279,12 +266,10 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
             cJSON *extra = trainer_state_fill(&ts, done_steps, epoch, &cur, dropout_rng);
             cJSON_AddNumberToObject(extra, "loss_accum", loss_accum);
             cJSON_AddNumberToObject(extra, "loss_accum_steps", (double)loss_accum_steps);
-            if (checkpoint_save(tc->output_dir, &opt, &ts, training_args, trainer_save_adapter, &save,
-                                tc->save_total_limit, err))
-                goto done;
+            if (trainer_checkpoint(tc, &opt, &ts, training_args, &save, err)) goto done;
         }
     }
-    if (peft_save(a, tc->output_dir, tc->base_model, err)) goto done;
+    if (trainer_save_adapter(tc->output_dir, &save, err)) goto done;
     res->steps_done = max_steps;
     res->seconds = ftk_now() - t_start;
     rc = 0;

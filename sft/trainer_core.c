@@ -1,10 +1,37 @@
 // trainer_core.c — see trainer_core.h.
 #include "sft/trainer_core.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "lora/peft.h"
 #include "model/common.h"
+
+int trainer_check_context(const Model *m, int T_max, int n_virtual, char *err) {
+    if (T_max > m->cfg.max_seq_len)
+        return ftk_err(err, "sequences of %d positions (incl. %d virtual tokens) exceed the model's context %d: "
+                            "lower --max-seq-length",
+                       T_max, n_virtual, m->cfg.max_seq_len);
+    return 0;
+}
+
+int64_t trainer_max_steps(const TrainConfig *tc, int64_t batches_per_epoch) {
+    int64_t max_steps = tc->max_steps;
+    if (max_steps <= 0) {
+        double micro = ceil(tc->num_train_epochs * (double)batches_per_epoch);
+        max_steps = (int64_t)ceil(micro / tc->grad_accum);
+        if (max_steps < 1) max_steps = 1;
+    }
+    return max_steps;
+}
+
+int trainer_write_args(const TrainConfig *tc, const cJSON *training_args, char *metrics_path, size_t n, char *err) {
+    if (training_args) {
+        if (ftk_path_join(metrics_path, n, tc->output_dir, "training_args.json", err)) return -1;
+        if (json_write_atomic(metrics_path, training_args, err)) return -1;
+    }
+    return ftk_path_join(metrics_path, n, tc->output_dir, "metrics.jsonl", err);
+}
 
 int trainer_optim_init(AdamW *opt, size_t n_params, const TrainConfig *tc, char *err) {
     if (adamw_init(opt, n_params, err)) return -1;
@@ -63,6 +90,12 @@ cJSON *trainer_state_fill(TrainerState *ts, int64_t global_step, double epoch, c
     cJSON_Delete(ts->extra);
     ts->extra = cJSON_CreateObject();
     return ts->extra;
+}
+
+int trainer_checkpoint(const TrainConfig *tc, const AdamW *opt, const TrainerState *ts, const cJSON *training_args,
+                       AdapterSaver *save, char *err) {
+    return checkpoint_save(tc->output_dir, opt, ts, training_args, trainer_save_adapter, save, tc->save_total_limit,
+                           err);
 }
 
 int trainer_resume_load(const Model *m, Adapters *a, const char *dir, int need_value_head, AdamW *opt,

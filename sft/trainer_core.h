@@ -16,6 +16,16 @@
 #include "sft/schedule.h"
 #include "sft/train.h"
 
+// Refuses sequences of T_max positions (n_virtual of them virtual tokens) beyond m's context.
+int trainer_check_context(const Model *m, int T_max, int n_virtual, char *err);
+
+// Optimizer steps of a run: tc->max_steps when set, else ceil(epochs * batches / grad_accum), >= 1.
+int64_t trainer_max_steps(const TrainConfig *tc, int64_t batches_per_epoch);
+
+// Writes <output_dir>/training_args.json (when training_args is set) and puts the path of
+// <output_dir>/metrics.jsonl into metrics_path (n bytes).
+int trainer_write_args(const TrainConfig *tc, const cJSON *training_args, char *metrics_path, size_t n, char *err);
+
 // adamw_init for a's n_params with the run's betas, epsilon and weight decay.
 int trainer_optim_init(AdamW *opt, size_t n_params, const TrainConfig *tc, char *err);
 
@@ -43,6 +53,10 @@ int trainer_load_adapter(const Model *m, Adapters *a, const char *dir, int need_
 // empty extra object, returned for the caller's own keys.
 cJSON *trainer_state_fill(TrainerState *ts, int64_t global_step, double epoch, const DataCursor *cur,
                           uint64_t dropout_rng);
+
+// checkpoint_save into tc->output_dir (keeping tc->save_total_limit), the adapter written by save.
+int trainer_checkpoint(const TrainConfig *tc, const AdamW *opt, const TrainerState *ts, const cJSON *training_args,
+                       AdapterSaver *save, char *err);
 
 // Resume, part 1: the checkpoint's adapter into a, then its optimizer.bin and trainer_state.json.
 int trainer_resume_load(const Model *m, Adapters *a, const char *dir, int need_value_head, AdamW *opt,
