@@ -197,11 +197,7 @@ int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, 
         if (has_eval && ((tc->eval_steps > 0 && done_steps % tc->eval_steps == 0) || is_last)) {
             if (run_eval(obj, &ml, done_steps, max_steps, epoch, &res->eval_after, on_event, ctx, err)) goto done;
             double l = res->eval_after.loss / (double)res->eval_after.pairs;
-            if (isnan(ts.best_eval_loss) || l < ts.best_eval_loss) {
-                ts.best_eval_loss = l;
-                ts.best_eval_step = done_steps;
-            }
-            ts.last_eval_loss = l;
+            trainer_state_note_eval(&ts, done_steps, l);
         }
         if (tc->save_steps > 0 && done_steps % tc->save_steps == 0) {
             cJSON *extra = trainer_state_fill(&ts, done_steps, epoch, &cur, dropout_rng);

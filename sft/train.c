@@ -254,11 +254,7 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
             if (sft_evaluate(m, &hooks, eval, tc->batch_size, &l, NULL, err)) goto done;
             res->eval_loss_after = l;
             if (metrics_log_eval(&ml, done_steps, l, err)) goto done;
-            if (isnan(ts.best_eval_loss) || l < ts.best_eval_loss) {
-                ts.best_eval_loss = l;
-                ts.best_eval_step = done_steps;
-            }
-            ts.last_eval_loss = l;
+            trainer_state_note_eval(&ts, done_steps, l);
             TrainEvent e = {done_steps, max_steps, epoch, l, lr, 0, 0, -1, 1};
             emit(on_event, ctx, &e);
         }

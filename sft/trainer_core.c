@@ -92,6 +92,14 @@ cJSON *trainer_state_fill(TrainerState *ts, int64_t global_step, double epoch, c
     return ts->extra;
 }
 
+void trainer_state_note_eval(TrainerState *ts, int64_t step, double loss) {
+    if (isnan(ts->best_eval_loss) || loss < ts->best_eval_loss) {
+        ts->best_eval_loss = loss;
+        ts->best_eval_step = step;
+    }
+    ts->last_eval_loss = loss;
+}
+
 int trainer_checkpoint(const TrainConfig *tc, const AdamW *opt, const TrainerState *ts, const cJSON *training_args,
                        AdapterSaver *save, char *err) {
     return checkpoint_save(tc->output_dir, opt, ts, training_args, trainer_save_adapter, save, tc->save_total_limit,

@@ -58,6 +58,9 @@ cJSON *trainer_state_fill(TrainerState *ts, int64_t global_step, double epoch, c
 int trainer_checkpoint(const TrainConfig *tc, const AdamW *opt, const TrainerState *ts, const cJSON *training_args,
                        AdapterSaver *save, char *err);
 
+// Records an evaluation loss at step in ts: the last one, and the best (lowest) so far.
+void trainer_state_note_eval(TrainerState *ts, int64_t step, double loss);
+
 // Resume, part 1: the checkpoint's adapter into a, then its optimizer.bin and trainer_state.json.
 int trainer_resume_load(const Model *m, Adapters *a, const char *dir, int need_value_head, AdamW *opt,
                         TrainerState *ts, char *err);
