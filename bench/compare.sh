@@ -6,11 +6,13 @@
 # run mean anything; the table says how much CPU others took while each side ran.
 #
 # Usage: bench/compare.sh [path/to/ftk]        (default: build-bench/ftk, else build/ftk)
+#        bench/compare.sh --table DIR           the tables again from DIR/results.jsonl
 # Environment (defaults in brackets):
 #   MODELS ["gpt2 llama"]  THREADS ["1 2"]  MASKS ["0 0.5"]  ROUNDS [2]  STEPS [3]  WARMUP [1]
 #   TOOLS ["ftk torch"]  (one of them alone for a quick check)
-#   CORETYPE [unset]  exported as OPENBLAS_CORETYPE to both sides (e.g. SKYLAKEX: OpenBLAS 0.3.21
-#                     does not know this CPU and picks its AVX2 Haswell kernels; unset = its choice)
+#   CORETYPE [the environment's OPENBLAS_CORETYPE]  exported as OPENBLAS_CORETYPE to both sides;
+#                     "auto" unsets it (OpenBLAS then detects the CPU itself: Cooperlake, AVX-512,
+#                     on the development machine, whose environment pins Haswell, AVX2)
 #   QUIET_WAIT [5]  seconds each side waits for an idle machine before a timed step
 #   MAX_FOREIGN [99] drop steps disturbed by more than (idle cores + this) foreign cores (99 = keep all)
 #   PEER [/work/shared/bench/torch_lora_bench.py]  PYTHON [/usr/bin/python3]
@@ -21,13 +23,20 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
+PYTHON=${PYTHON:-/usr/bin/python3}
+TABLE_ONLY=
+if [[ "${1:-}" == --table ]]; then
+  [[ -f "${2:-}/results.jsonl" ]] || { echo "compare.sh: no ${2:-DIR}/results.jsonl" >&2; exit 2; }
+  TABLE_ONLY=1
+  OUT=$2
+fi
 FTK=${1:-}
+[[ -n "$TABLE_ONLY" ]] && FTK=/bin/true
 if [[ -z "$FTK" ]]; then
   for c in "$repo/build-bench/ftk" "$repo/build/ftk"; do [[ -x "$c" ]] && FTK=$c && break; done
 fi
 [[ -n "$FTK" && -x "$FTK" ]] || { echo "compare.sh: no ftk binary (give its path)" >&2; exit 2; }
 PEER=${PEER:-/work/shared/bench/torch_lora_bench.py}
-PYTHON=${PYTHON:-/usr/bin/python3}
 [[ -f "$PEER" ]] || { echo "compare.sh: peer $PEER not found" >&2; exit 2; }
 MODELS=${MODELS:-"gpt2 llama"}
 THREADS=${THREADS:-"1 2"}
@@ -38,10 +47,11 @@ STEPS=${STEPS:-3}
 WARMUP=${WARMUP:-1}
 QUIET_WAIT=${QUIET_WAIT:-5}
 MAX_FOREIGN=${MAX_FOREIGN:-99}
-if [[ -n "${CORETYPE:-}" ]]; then export OPENBLAS_CORETYPE=$CORETYPE; else unset OPENBLAS_CORETYPE; fi
+if [[ "${CORETYPE:-}" == auto ]]; then unset OPENBLAS_CORETYPE; elif [[ -n "${CORETYPE:-}" ]]; then export OPENBLAS_CORETYPE=$CORETYPE; fi
 OUT=${OUT:-"$repo/out/bench-$(date +%Y%m%d-%H%M%S)"}
-mkdir -p "$OUT"
 results="$OUT/results.jsonl"
+if [[ -z "$TABLE_ONLY" ]]; then
+mkdir -p "$OUT"
 : >"$results"
 
 # machine facts
@@ -49,7 +59,7 @@ results="$OUT/results.jsonl"
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) CPUs online), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM"
   echo "openblas: $(dpkg-query -W -f='${Package} ${Version}' libopenblas0-pthread 2>/dev/null || echo '?')"
-  echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-(unset)}"
+  echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-(unset)}  OPENBLAS_L2_SIZE: ${OPENBLAS_L2_SIZE:-(unset)}"
   echo "torch: $("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '?')"
   echo "ftk: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?') ($FTK)"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -98,6 +108,8 @@ for model in $MODELS; do
   done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"
+
+fi
 
 # ratio table (medians over rounds)
 "$PYTHON" - "$results" <<'EOF' | tee "$OUT/table.md"

@@ -170,8 +170,11 @@ static void bench_model(const char *name, const BenchOptions *o) {
     with_commas(n_base + n_train, c_total);
     with_commas(fl.gemm_params, c_mm);
 
-    printf("# ftk bench: model=%s (synthetic, built in %.1f s) threads=%d openblas=%s (%s)\n", name, init_s, o->threads,
-           openblas_get_corename(), openblas_get_config());
+    const char *env_core = getenv("OPENBLAS_CORETYPE"), *env_l2 = getenv("OPENBLAS_L2_SIZE");
+    printf("# ftk bench: model=%s (synthetic, built in %.1f s) threads=%d openblas=%s (%s) OPENBLAS_CORETYPE=%s "
+           "OPENBLAS_L2_SIZE=%s\n",
+           name, init_s, o->threads, openblas_get_corename(), openblas_get_config(), env_core ? env_core : "(unset)",
+           env_l2 ? env_l2 : "(unset)");
     printf("# step: batch=%d seq=%d lora r=%d alpha=%g targets=%s mask_fraction=%g (%d target tokens) lr=%g fp32\n",
            sc->batch, sc->seq, sc->lora_r, sc->lora_alpha, sc->target_modules[0] ? sc->target_modules : "q_proj,v_proj",
            sc->mask_fraction, bs.n_targets, sc->learning_rate);
