@@ -180,6 +180,8 @@ static void bench_model(const char *name, const BenchOptions *o) {
            sc->mask_fraction, bs.n_targets, sc->learning_rate);
     printf("# params: total %s = base %s + trainable %s (%.3f%%); gemm weights N_mm %s\n", c_total, c_base, c_train,
            100.0 * (double)n_train / (double)(n_base + n_train), c_mm);
+    printf("# memory: weights %.0f MiB, training activation arena %.0f MiB\n", m.n_weight_floats * 4.0 / 1048576.0,
+           runstate_bytes(bs.rs) / 1048576.0);
     printf("# machine: sgemm peak %.1f GFLOP/s before the model (square %d, best of 3); streaming read %.2f GB/s (%d threads, %.0f MB "
            "of weights, best of 3)\n",
            o->peak_gflops, o->peak_n, bw * 1e-9, o->threads, m.n_weight_floats * 4.0 / 1e6);
@@ -313,6 +315,7 @@ static void bench_model(const char *name, const BenchOptions *o) {
     cJSON_AddNumberToObject(res, "sgemm_peak_gflops", peak);
     cJSON_AddNumberToObject(res, "peak_fraction", gf_exec / peak);
     cJSON_AddNumberToObject(res, "peak_rss_mb", peak_rss / 1048576.0);
+    cJSON_AddNumberToObject(res, "arena_mb", runstate_bytes(bs.rs) / 1048576.0);
     cJSON_AddNumberToObject(res, "final_loss", last_loss);
     cJSON_AddNumberToObject(res, "clean_steps", n_kept);
     cJSON_AddNumberToObject(res, "dropped_steps", dropped);
