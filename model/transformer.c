@@ -1,5 +1,5 @@
 // transformer.c — batched forward and backward of the frozen base model (llama and gpt2) with the
-// LoRA hook and soft-prompt rows, the activation arena, and the chunked LM head.
+// LoRA hook and soft-prompt rows, and the activation arena (layout in runstate.h; LM head in lm_head.c).
 //
 // One layer, llama (gpt2: LayerNorm with bias, no RoPE, biases on every linear, GELU MLP):
 //   h1 = rmsnorm(x)                 qkv = h1 @ wqkv^T (+ LoRA Q/K/V)   RoPE(q, k)
@@ -16,50 +16,7 @@
 
 #include "model/common.h"
 #include "model/ops.h"
-
-#define HEAD_CHUNK 256         // rows of logits materialised at a time by the LM head
-#define LORA_SCRATCH_RANK 64   // LoRA scratch holds all rows at once up to this rank (chunks above)
-
-// What model_backward computes in one layer: only the gradients some trainable tensor needs.
-typedef struct {
-    int below;        // some layer below this one (or the soft prompt) needs gradients
-    int attn_train;   // a trainable hook on q/k/v/qkv/o of this layer
-    int qkv_train;    // a trainable hook on q/k/v/qkv
-    int mlp_train;    // a trainable hook on gate/up/down
-    int gate_up_train;
-} LayerNeeds;
-
-struct RunState {
-    ModelConfig cfg;         // the model this arena was sized for
-    int B_max, T_max, training;
-    int qd, kvd, qkv, pre_w;  // q_dim, kv_dim, fused qkv width, width of the MLP pre-activation
-    // the last forward
-    int B, T, Tt, nv, has_seg, used_dropout;
-    void *mem;
-    size_t bytes;
-    int *positions;          // (N) position of every row, virtual rows included
-    int *seg;                // (B, Tt) copy of seg_ids
-    uint64_t *dropout_state; // (n_layers * LSLOT_COUNT) rng state when each hook's dropout began
-    LayerNeeds *needs;       // (n_layers) which gradients backward computes in each layer
-    float *rope_cos, *rope_sin;   // (N, hd/2) llama
-    // activations; "per layer" buffers hold n_layers slices when training, else one
-    float *x;                // residual stream entering layer l (and after the last layer)
-    float *xmid;             // residual stream between attention and MLP (training only; else = x)
-    float *h1, *mean1, *rstd1;
-    float *qkvb;             // (N, qkv) after LoRA and RoPE
-    float *probs;            // (B, H, T, T) per layer when training; one (T, T) scratch otherwise
-    float *att;              // (N, q_dim)
-    float *branch;           // (N, C) scratch: output of a block before the residual add
-    float *h2, *mean2, *rstd2;
-    float *ffn_pre;          // (N, pre_w): llama [gate | up], gpt2 c_fc output
-    float *ffn_act;          // (N, F)
-    float *final_hidden, *final_mean, *final_rstd;
-    // gradients (training only)
-    float *d_final_hidden, *dx, *dh, *dqkv, *datt, *dffn_pre, *dffn_act, *dprobs;
-    float *lora_scratch;
-    size_t lora_scratch_n;
-    float *head_h, *head_logits, *head_dh;   // LM head chunk: (HEAD_CHUNK, C), (HEAD_CHUNK, V), (HEAD_CHUNK, C)
-};
+#include "model/runstate.h"
 
 // ---------------------------------------------------------------------------------------------
 // arena
@@ -488,67 +445,6 @@ int model_backward(const Model *m, const ModelAdapters *ad, RunState *rs, char *
         layer_backward(m, ad, rs, l, nd);
     }
     if (prompt_grad) embedding_backward(ad->dprompt, rs->dx, rs->B, rs->T, rs->nv, c->dim);
-    return 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// LM head
-
-void lm_head_logits(const Model *m, const float *hidden, int n, float *logits) {
-    const int C = m->cfg.dim, V = m->cfg.vocab_size;
-    // (n, C) @ (C, V) -> (n, V)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, hidden, C, m->w.lm_head, C, 0.0f, logits, V);
-}
-
-int lm_head_logprobs(const Model *m, RunState *rs, const int *rows, const int *targets, int n, float *logp,
-                     float *entropy, DLogpFn dfn, void *ctx, char *err) {
-    const int C = m->cfg.dim, V = m->cfg.vocab_size, N = rs->B * rs->T;
-    if (rs->B == 0) return ftk_err(err, "lm head: no forward has run");
-    if (dfn && !rs->training) return ftk_err(err, "lm head: gradients need a training run state");
-    if (V != rs->cfg.vocab_size || C != rs->cfg.dim) return ftk_err(err, "lm head: run state is for another model");
-    for (int i = 0; i < n; i++) {
-        if (rows[i] < 0 || rows[i] >= N) return ftk_err(err, "lm head: row %d outside the %d rows", rows[i], N);
-        if (targets[i] < 0 || targets[i] >= V)
-            return ftk_err(err, "lm head: target %d outside the vocabulary (%d)", targets[i], V);
-    }
-    for (int i0 = 0; i0 < n; i0 += HEAD_CHUNK) {
-        const int k = n - i0 < HEAD_CHUNK ? n - i0 : HEAD_CHUNK;
-        for (int i = 0; i < k; i++)
-            memcpy(rs->head_h + (size_t)i * C, rs->final_hidden + (size_t)rows[i0 + i] * C, (size_t)C * sizeof(float));
-        lm_head_logits(m, rs->head_h, k, rs->head_logits);   // (k, C) @ (C, V)
-        for (int i = 0; i < k; i++) {
-            float *z = rs->head_logits + (size_t)i * V;
-            float mx = z[0];
-            for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
-            double sum = 0.0, pz = 0.0;
-            for (int j = 0; j < V; j++) {
-                double e = exp((double)(z[j] - mx));
-                sum += e;
-                pz += e * (z[j] - mx);
-            }
-            const double lse = log(sum);   // log-sum-exp minus mx
-            const float lp = (float)((z[targets[i0 + i]] - mx) - lse);
-            logp[i0 + i] = lp;
-            if (entropy) entropy[i0 + i] = (float)(lse - pz / sum);
-            if (dfn) {
-                // d logp / dz_j = onehot_j - softmax_j; dlogits = g * that (in place of the logits)
-                const float g = dfn(ctx, i0 + i, lp);
-                const float shift = (float)(mx + lse);
-                for (int j = 0; j < V; j++) z[j] = -g * expf(z[j] - shift);
-                z[targets[i0 + i]] += g;
-            }
-        }
-        if (dfn) {
-            // dh = dlogits @ lm_head: (k, V) @ (V, C) -> (k, C), scattered onto the rows
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, C, V, 1.0f, rs->head_logits, V, m->w.lm_head, C,
-                        0.0f, rs->head_dh, C);
-            for (int i = 0; i < k; i++) {
-                float *d = rs->d_final_hidden + (size_t)rows[i0 + i] * C;
-                const float *s = rs->head_dh + (size_t)i * C;
-                for (int j = 0; j < C; j++) d[j] += s[j];
-            }
-        }
-    }
     return 0;
 }
 
