@@ -1,0 +1,220 @@
+// parallel.c — the worker pool and the blocked sgemm of parallel.h.
+//
+// A job is published by bumping `generation`; workers spin briefly on it (jobs come in quick
+// succession inside a training step), then sleep on a condition variable. The caller runs thread
+// 0's share itself and waits for `pending` to reach zero.
+#include "model/parallel.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+void openblas_set_num_threads(int num_threads);   // OpenBLAS extension (cblas.h declares it too)
+
+#define SPIN_ROUNDS 20000   // ~50-100 us of polling before a thread goes to sleep
+
+typedef struct {
+    int n_threads;                   // including the caller
+    pthread_t tid[PAR_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    atomic_ulong generation;         // bumped once per job
+    atomic_int pending;              // workers still running the current job
+    int stop;
+    ParTaskFn fn;                    // the current job
+    void *ctx;
+    int n_tasks;
+} Pool;
+
+static Pool pool = {.n_threads = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+                    .done = PTHREAD_COND_INITIALIZER};
+static _Thread_local int tls_thread_id = 0;
+static float *scratch_mem[PAR_MAX_THREADS];
+static size_t scratch_floats[PAR_MAX_THREADS];
+static _Thread_local int tls_in_task = 0;
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void run_share(int t, int n) {
+    const int lo = (int)((long long)pool.n_tasks * t / n), hi = (int)((long long)pool.n_tasks * (t + 1) / n);
+    tls_in_task = 1;
+    for (int i = lo; i < hi; i++) pool.fn(pool.ctx, i);
+    tls_in_task = 0;
+}
+
+static void *worker_main(void *arg) {
+    const int t = (int)(long)arg;
+    tls_thread_id = t;
+    unsigned long seen = atomic_load(&pool.generation);
+    for (;;) {
+        unsigned long g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen && spins < SPIN_ROUNDS) {
+            cpu_relax();
+            spins++;
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&pool.mu);
+            while ((g = atomic_load(&pool.generation)) == seen && !pool.stop) pthread_cond_wait(&pool.wake, &pool.mu);
+            const int stop = pool.stop;
+            pthread_mutex_unlock(&pool.mu);
+            if (stop) return NULL;
+        }
+        seen = g;
+        if (pool.stop) return NULL;
+        run_share(t, pool.n_threads);
+        if (atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&pool.mu);
+            pthread_cond_signal(&pool.done);
+            pthread_mutex_unlock(&pool.mu);
+        }
+    }
+}
+
+static void stop_workers(void) {
+    pthread_mutex_lock(&pool.mu);
+    pool.stop = 1;
+    atomic_fetch_add(&pool.generation, 1);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.mu);
+    for (int t = 1; t < pool.n_threads; t++) pthread_join(pool.tid[t], NULL);
+    pool.stop = 0;
+    pool.n_threads = 1;
+}
+
+int par_set_threads(int n) {
+    if (n <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (int)cpus : 1;
+    }
+    if (n > PAR_MAX_THREADS) n = PAR_MAX_THREADS;
+    openblas_set_num_threads(1);
+    if (n == pool.n_threads) return n;
+    if (pool.n_threads > 1) stop_workers();
+    int started = 1;
+    for (int t = 1; t < n; t++, started++)
+        if (pthread_create(&pool.tid[t], NULL, worker_main, (void *)(long)t)) break;
+    pool.n_threads = started;   // fewer if the system refused threads: still correct, only slower
+    return started;
+}
+
+int par_threads(void) { return pool.n_threads; }
+int par_thread_id(void) { return tls_thread_id; }
+
+void par_for(int n_tasks, ParTaskFn fn, void *ctx) {
+    if (n_tasks <= 0) return;
+    if (pool.n_threads == 1 || tls_in_task || n_tasks == 1) {
+        const int was = tls_in_task;
+        tls_in_task = 1;
+        for (int i = 0; i < n_tasks; i++) fn(ctx, i);
+        tls_in_task = was;
+        return;
+    }
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.n_tasks = n_tasks;
+    atomic_store(&pool.pending, pool.n_threads - 1);
+    pthread_mutex_lock(&pool.mu);
+    atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.mu);
+    run_share(0, pool.n_threads);
+    int spins = 0;
+    while (atomic_load_explicit(&pool.pending, memory_order_acquire) > 0 && spins < SPIN_ROUNDS) {
+        cpu_relax();
+        spins++;
+    }
+    if (atomic_load(&pool.pending) > 0) {
+        pthread_mutex_lock(&pool.mu);
+        while (atomic_load(&pool.pending) > 0) pthread_cond_wait(&pool.done, &pool.mu);
+        pthread_mutex_unlock(&pool.mu);
+    }
+}
+
+float *par_scratch(size_t floats) {
+    const int t = tls_thread_id;
+    if (scratch_floats[t] >= floats && scratch_mem[t]) return scratch_mem[t];
+    free(scratch_mem[t]);
+    scratch_floats[t] = 0;
+    size_t bytes = ((floats ? floats : 1) * sizeof(float) + 63) & ~(size_t)63;
+    scratch_mem[t] = aligned_alloc(64, bytes);
+    if (scratch_mem[t]) scratch_floats[t] = bytes / sizeof(float);
+    return scratch_mem[t];
+}
+
+void par_free_scratch(void) {
+    for (int t = 0; t < PAR_MAX_THREADS; t++) {
+        free(scratch_mem[t]);
+        scratch_mem[t] = NULL;
+        scratch_floats[t] = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// blocked sgemm
+
+#define SGEMM_MIN_BLOCK 256   // rows/columns per block: smaller blocks repack the other operand too often
+#define SGEMM_MAX_BLOCKS 8
+
+void par_sgemm_blocks(int M, int N, int K, int *by_rows, int *n_blocks, int *block) {
+    (void)K;
+    *by_rows = M > 1 && M >= N;
+    const int dim = *by_rows ? M : N;
+    int nb = dim / SGEMM_MIN_BLOCK;
+    if (M == 1) nb = N / 64;   // gemv: blocks of >= 64 output columns
+    if (nb > SGEMM_MAX_BLOCKS) nb = SGEMM_MAX_BLOCKS;
+    if (nb < 1) nb = 1;
+    *block = (dim + nb - 1) / nb;
+    *n_blocks = (dim + *block - 1) / *block;
+}
+
+typedef struct {
+    enum CBLAS_TRANSPOSE ta, tb;
+    int M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    int lda, ldb, ldc;
+    float *C;
+    int by_rows, block;
+} SgemmJob;
+
+static void sgemm_block(void *ctx, int i) {
+    const SgemmJob *j = ctx;
+    const int lo = i * j->block;
+    if (j->by_rows) {
+        const int rows = j->M - lo < j->block ? j->M - lo : j->block;
+        // rows [lo, lo+rows) of op(A): row i of A (NoTrans) or column i of A (Trans)
+        const float *A = j->ta == CblasNoTrans ? j->A + (size_t)lo * j->lda : j->A + lo;
+        cblas_sgemm(CblasRowMajor, j->ta, j->tb, rows, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb, j->beta,
+                    j->C + (size_t)lo * j->ldc, j->ldc);
+        return;
+    }
+    const int cols = j->N - lo < j->block ? j->N - lo : j->block;
+    // columns [lo, lo+cols) of op(B): column j of B (NoTrans) or row j of B (Trans)
+    const float *B = j->tb == CblasNoTrans ? j->B + lo : j->B + (size_t)lo * j->ldb;
+    if (j->M == 1) {
+        // y (1, cols) = alpha x (1, K) @ op(B)[:, lo:lo+cols] + beta y; x = row 0 of op(A)
+        const int incx = j->ta == CblasNoTrans ? 1 : j->lda;
+        if (j->tb == CblasTrans)   // op(B) = B^T, B (N, K): y = B[lo:lo+cols, :] @ x
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, cols, j->K, j->alpha, B, j->ldb, j->A, incx, j->beta, j->C + lo, 1);
+        else                       // B (K, N): y = B[:, lo:lo+cols]^T @ x
+            cblas_sgemv(CblasRowMajor, CblasTrans, j->K, cols, j->alpha, B, j->ldb, j->A, incx, j->beta, j->C + lo, 1);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, j->ta, j->tb, j->M, cols, j->K, j->alpha, j->A, j->lda, B, j->ldb, j->beta, j->C + lo,
+                j->ldc);
+}
+
+void par_sgemm(enum CBLAS_TRANSPOSE transA, enum CBLAS_TRANSPOSE transB, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    SgemmJob j = {transA, transB, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, 0, 0};
+    int n_blocks;
+    par_sgemm_blocks(M, N, K, &j.by_rows, &n_blocks, &j.block);
+    par_for(n_blocks, sgemm_block, &j);
+}
