@@ -175,9 +175,10 @@ static void bench_model(const char *name, const BenchOptions *o) {
            "OPENBLAS_L2_SIZE=%s\n",
            name, init_s, o->threads, openblas_get_corename(), openblas_get_config(), env_core ? env_core : "(unset)",
            env_l2 ? env_l2 : "(unset)");
-    printf("# step: batch=%d seq=%d lora r=%d alpha=%g targets=%s mask_fraction=%g (%d target tokens) lr=%g fp32\n",
+    printf("# step: batch=%d seq=%d lora r=%d alpha=%g targets=%s mask_fraction=%g (%d target tokens) lr=%g fp32%s\n",
            sc->batch, sc->seq, sc->lora_r, sc->lora_alpha, sc->target_modules[0] ? sc->target_modules : "q_proj,v_proj",
-           sc->mask_fraction, bs.n_targets, sc->learning_rate);
+           sc->mask_fraction, bs.n_targets, sc->learning_rate,
+           sc->gradient_checkpointing ? " gradient-checkpointing" : "");
     printf("# params: total %s = base %s + trainable %s (%.3f%%); gemm weights N_mm %s\n", c_total, c_base, c_train,
            100.0 * (double)n_train / (double)(n_base + n_train), c_mm);
     printf("# memory: weights %.0f MiB, training activation arena %.0f MiB\n", m.n_weight_floats * 4.0 / 1048576.0,
@@ -392,6 +393,7 @@ int cmd_bench(int argc, char **argv) {
         {"--mask-fraction", FLAG_FLOAT, "0", "response-only SFT: the first FRACTION of each row's targets are ignored "
                                              "(-1), so the LM head runs on the other rows only"},
         {"--threads", FLAG_INT, "0", "OpenBLAS threads and stream-read threads (0 = OpenBLAS's default)"},
+        {"--gradient-checkpointing", FLAG_BOOL, NULL, "keep only each layer's input; backward recomputes the layer"},
         {"--steps", FLAG_INT, "5", "timed steps (median reported)"},
         {"--warmup", FLAG_INT, "2", "untimed steps first"},
         {"--learning-rate", FLAG_FLOAT, "1e-4", "AdamW learning rate (weight decay 0)"},
@@ -431,6 +433,7 @@ int cmd_bench(int argc, char **argv) {
     o.step.mask_fraction = cli_float(&cmd, "--mask-fraction");
     o.step.learning_rate = cli_float(&cmd, "--learning-rate");
     o.step.seed = (uint64_t)cli_int(&cmd, "--seed");
+    o.step.gradient_checkpointing = cli_bool(&cmd, "--gradient-checkpointing");
     o.n_steps = cli_int(&cmd, "--steps");
     o.n_warmup = cli_int(&cmd, "--warmup");
     o.max_foreign = cli_float(&cmd, "--max-foreign");

@@ -11,6 +11,13 @@
 #define HEAD_CHUNK 256         // rows of logits materialised at a time by the LM head
 #define LORA_SCRATCH_RANK 64   // LoRA scratch holds all rows at once up to this rank (chunks above)
 
+// Per-layer activations a training arena can keep for backward. The layer input x is always kept
+// (L + 1 slices). A layer whose backward does not read an activation (or every layer, with
+// gradient checkpointing) computes it into one shared scratch slice instead.
+typedef enum {
+    ACT_XMID, ACT_H1, ACT_STATS1, ACT_QKV, ACT_PROBS, ACT_ATT, ACT_H2, ACT_STATS2, ACT_PRE, ACT_ACT, ACT_COUNT
+} LayerAct;
+
 // What model_backward computes in one layer: only the gradients some trainable tensor needs.
 typedef struct {
     int below;        // some layer below this one (or the soft prompt) needs gradients
@@ -50,6 +57,12 @@ struct RunState {
     float *lora_scratch;
     size_t lora_scratch_n;
     float *head_h, *head_logits, *head_dh;   // LM head chunk: (HEAD_CHUNK, C), (HEAD_CHUNK, V), (HEAD_CHUNK, C)
+    // activation plan (training): slice a of layer l is act_slice[l * ACT_COUNT + a]; slice
+    // n_kept[a] is the shared scratch. Checkpointing keeps none and recomputes layers in backward.
+    int checkpointing;
+    int n_kept[ACT_COUNT];
+    int *act_slice;            // (n_layers * ACT_COUNT)
+    uint64_t *layer_rng;       // (n_layers) dropout rng state when layer l's forward began
 };
 
 #endif

@@ -48,36 +48,59 @@ static size_t mul3(size_t a, size_t b, size_t c, int *overflow) {
     return abc;
 }
 
-static void layout_arena(RunState *rs, Carver *cv) {
+// Floats in one slice of a per-layer activation (mean and rstd of a norm share the STATS kinds).
+static size_t act_slice_floats(const RunState *rs, LayerAct a, int *ov) {
+    const ModelConfig *c = &rs->cfg;
+    const size_t N = (size_t)rs->B_max * rs->T_max, C = c->dim, T = rs->T_max;
+    switch (a) {
+    case ACT_XMID: case ACT_H1: case ACT_H2: return N * C;
+    case ACT_STATS1: case ACT_STATS2: return N;
+    case ACT_QKV: return N * (size_t)rs->qkv;
+    case ACT_PROBS: return rs->training ? mul3((size_t)rs->B_max * c->n_heads, T, T, ov) : T * T;
+    case ACT_ATT: return N * (size_t)rs->qd;
+    case ACT_PRE: return N * (size_t)rs->pre_w;
+    case ACT_ACT: return N * (size_t)c->ffn_dim;
+    default: return 0;
+    }
+}
+
+// Slices carved for activation a: the kept ones plus one shared scratch when some layer keeps none.
+static size_t act_slices(const RunState *rs, LayerAct a) {
+    return (size_t)rs->n_kept[a] + (rs->n_kept[a] < rs->cfg.n_layers ? 1 : 0);
+}
+
+static void layout_arena(RunState *rs, Carver *cv, size_t lora_row_floats) {
     const ModelConfig *c = &rs->cfg;
     const size_t N = (size_t)rs->B_max * rs->T_max, C = c->dim, F = c->ffn_dim, V = c->vocab_size;
-    const size_t L = c->n_layers, Ls = rs->training ? L : 1, T = rs->T_max;
-    size_t in_max = C > F ? C : F;   // widest input of any linear a LoRA can sit on
-    if ((size_t)rs->qd > in_max) in_max = rs->qd;
+    const size_t L = c->n_layers, T = rs->T_max;
     int ov = 0;
+    size_t slices[ACT_COUNT], per[ACT_COUNT];
+    for (int a = 0; a < ACT_COUNT; a++) {
+        slices[a] = act_slices(rs, (LayerAct)a);
+        per[a] = act_slice_floats(rs, (LayerAct)a, &ov);
+    }
     rs->positions = carve(cv, N, sizeof(int));
     rs->seg = carve(cv, N, sizeof(int));
     rs->dropout_state = carve(cv, L * LSLOT_COUNT, sizeof(uint64_t));
+    rs->layer_rng = carve(cv, L, sizeof(uint64_t));
     rs->needs = carve(cv, L, sizeof(LayerNeeds));
+    rs->act_slice = carve(cv, L * ACT_COUNT, sizeof(int));
     rs->rope_cos = carve(cv, N * (size_t)(c->head_dim / 2), sizeof(float));
     rs->rope_sin = carve(cv, N * (size_t)(c->head_dim / 2), sizeof(float));
     rs->x = carve(cv, mul3(rs->training ? L + 1 : 1, N, C, &ov), sizeof(float));
-    rs->xmid = rs->training ? carve(cv, mul3(L, N, C, &ov), sizeof(float)) : rs->x;
-    rs->h1 = carve(cv, mul3(Ls, N, C, &ov), sizeof(float));
-    rs->mean1 = carve(cv, Ls * N, sizeof(float));
-    rs->rstd1 = carve(cv, Ls * N, sizeof(float));
-    rs->qkvb = carve(cv, mul3(Ls, N, rs->qkv, &ov), sizeof(float));
-    if (rs->training)
-        rs->probs = carve(cv, mul3(L * rs->B_max, c->n_heads, mul3(T, T, 1, &ov), &ov), sizeof(float));
-    else
-        rs->probs = carve(cv, mul3(T, T, 1, &ov), sizeof(float));
-    rs->att = carve(cv, mul3(Ls, N, rs->qd, &ov), sizeof(float));
+    rs->xmid = rs->training ? carve(cv, mul3(slices[ACT_XMID], per[ACT_XMID], 1, &ov), sizeof(float)) : rs->x;
+    rs->h1 = carve(cv, mul3(slices[ACT_H1], per[ACT_H1], 1, &ov), sizeof(float));
+    rs->mean1 = carve(cv, mul3(slices[ACT_STATS1], per[ACT_STATS1], 1, &ov), sizeof(float));
+    rs->rstd1 = carve(cv, mul3(slices[ACT_STATS1], per[ACT_STATS1], 1, &ov), sizeof(float));
+    rs->qkvb = carve(cv, mul3(slices[ACT_QKV], per[ACT_QKV], 1, &ov), sizeof(float));
+    rs->probs = carve(cv, mul3(slices[ACT_PROBS], per[ACT_PROBS], 1, &ov), sizeof(float));
+    rs->att = carve(cv, mul3(slices[ACT_ATT], per[ACT_ATT], 1, &ov), sizeof(float));
     rs->branch = carve(cv, N * C, sizeof(float));
-    rs->h2 = carve(cv, mul3(Ls, N, C, &ov), sizeof(float));
-    rs->mean2 = carve(cv, Ls * N, sizeof(float));
-    rs->rstd2 = carve(cv, Ls * N, sizeof(float));
-    rs->ffn_pre = carve(cv, mul3(Ls, N, rs->pre_w, &ov), sizeof(float));
-    rs->ffn_act = carve(cv, mul3(Ls, N, F, &ov), sizeof(float));
+    rs->h2 = carve(cv, mul3(slices[ACT_H2], per[ACT_H2], 1, &ov), sizeof(float));
+    rs->mean2 = carve(cv, mul3(slices[ACT_STATS2], per[ACT_STATS2], 1, &ov), sizeof(float));
+    rs->rstd2 = carve(cv, mul3(slices[ACT_STATS2], per[ACT_STATS2], 1, &ov), sizeof(float));
+    rs->ffn_pre = carve(cv, mul3(slices[ACT_PRE], per[ACT_PRE], 1, &ov), sizeof(float));
+    rs->ffn_act = carve(cv, mul3(slices[ACT_ACT], per[ACT_ACT], 1, &ov), sizeof(float));
     rs->final_hidden = carve(cv, N * C, sizeof(float));
     rs->final_mean = carve(cv, N, sizeof(float));
     rs->final_rstd = carve(cv, N, sizeof(float));
@@ -91,7 +114,7 @@ static void layout_arena(RunState *rs, Carver *cv) {
         rs->dffn_act = carve(cv, mul3(N, F, 1, &ov), sizeof(float));
         rs->dprobs = carve(cv, mul3(T, T, 1, &ov), sizeof(float));
     }
-    rs->lora_scratch_n = mul3(N, lora_scratch_floats((int)in_max, LORA_SCRATCH_RANK), 1, &ov);
+    rs->lora_scratch_n = mul3(N, lora_row_floats, 1, &ov);
     rs->lora_scratch = carve(cv, rs->lora_scratch_n, sizeof(float));
     rs->head_h = carve(cv, (size_t)HEAD_CHUNK * C, sizeof(float));
     rs->head_logits = carve(cv, mul3(HEAD_CHUNK, V, 1, &ov), sizeof(float));
@@ -99,7 +122,12 @@ static void layout_arena(RunState *rs, Carver *cv) {
     if (ov) cv->overflow = 1;
 }
 
-int runstate_create(RunState **out, const Model *m, int B, int T_max, int training, char *err) {
+static void plan_needs(const ModelConfig *c, const ModelAdapters *ad, LayerNeeds *needs);
+static void backward_reads(const ModelAdapters *ad, int l, const LayerNeeds *nd, unsigned char reads[ACT_COUNT]);
+
+// keep: (n_layers * ACT_COUNT) 1 = layer l keeps activation a for backward.
+static int runstate_build(RunState **out, const Model *m, int B, int T_max, int training, int checkpointing,
+                          const unsigned char *keep, size_t lora_row_floats, char *err) {
     *out = NULL;
     const ModelConfig *c = &m->cfg;
     if (B <= 0 || T_max <= 0) return ftk_err(err, "runstate: invalid batch shape B=%d T=%d", B, T_max);
@@ -112,12 +140,15 @@ int runstate_create(RunState **out, const Model *m, int B, int T_max, int traini
     rs->B_max = B;
     rs->T_max = T_max;
     rs->training = training ? 1 : 0;
+    rs->checkpointing = checkpointing;
     rs->qd = model_q_dim(c);
     rs->kvd = model_kv_dim(c);
     rs->qkv = model_qkv_dim(c);
     rs->pre_w = c->arch == ARCH_LLAMA ? 2 * c->ffn_dim : c->ffn_dim;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int a = 0; a < ACT_COUNT; a++) rs->n_kept[a] += training && keep[l * ACT_COUNT + a];
     Carver cv = {NULL, 0, 0};
-    layout_arena(rs, &cv);
+    layout_arena(rs, &cv, lora_row_floats);
     if (cv.overflow) {
         free(rs);
         return ftk_err(err, "runstate: activation arena for B=%d T=%d overflows", B, T_max);
@@ -130,9 +161,58 @@ int runstate_create(RunState **out, const Model *m, int B, int T_max, int traini
     }
     memset(rs->mem, 0, cv.off);
     Carver real = {rs->mem, 0, 0};
-    layout_arena(rs, &real);
+    layout_arena(rs, &real, lora_row_floats);
+    for (int a = 0; a < ACT_COUNT; a++) {
+        int k = 0;
+        for (int l = 0; l < c->n_layers; l++)
+            rs->act_slice[l * ACT_COUNT + a] = training && keep[l * ACT_COUNT + a] ? k++ : rs->n_kept[a];
+    }
     *out = rs;
     return 0;
+}
+
+int runstate_create(RunState **out, const Model *m, int B, int T_max, int training, char *err) {
+    *out = NULL;
+    const size_t n = (size_t)m->cfg.n_layers * ACT_COUNT;
+    unsigned char *keep = malloc(n ? n : 1);
+    if (!keep) return ftk_err(err, "runstate: out of memory");
+    memset(keep, 1, n);
+    int in_max = m->cfg.dim > m->cfg.ffn_dim ? m->cfg.dim : m->cfg.ffn_dim;   // widest input a LoRA can sit on
+    if (model_q_dim(&m->cfg) > in_max) in_max = model_q_dim(&m->cfg);
+    int rc = runstate_build(out, m, B, T_max, training, 0, keep, lora_scratch_floats(in_max, LORA_SCRATCH_RANK), err);
+    free(keep);
+    return rc;
+}
+
+int runstate_create_train(RunState **out, const Model *m, const ModelAdapters *ad, int B, int T_max, int flags,
+                          char *err) {
+    *out = NULL;
+    if (model_adapters_validate(m, ad, err)) return -1;
+    const ModelConfig *c = &m->cfg;
+    const size_t n = (size_t)c->n_layers * ACT_COUNT;
+    const int use_ad = ad && !ad->disabled;
+    unsigned char *keep = calloc(n ? n : 1, 1);
+    LayerNeeds *needs = calloc(c->n_layers ? (size_t)c->n_layers : 1, sizeof *needs);
+    if (!keep || !needs) {
+        free(keep);
+        free(needs);
+        return ftk_err(err, "runstate: out of memory");
+    }
+    const int checkpointing = (flags & RS_GRAD_CHECKPOINT) != 0;
+    if (!checkpointing) {
+        plan_needs(c, use_ad ? ad : NULL, needs);
+        for (int l = 0; l < c->n_layers; l++) backward_reads(use_ad ? ad : NULL, l, &needs[l], keep + (size_t)l * ACT_COUNT);
+    }
+    size_t row = lora_scratch_floats(1, 1);   // LoRA scratch per row for the widest adapter given
+    if (use_ad && ad->hooks)
+        for (int i = 0; i < c->n_layers * LSLOT_COUNT; i++) {
+            const LoraHook *h = &ad->hooks[i];
+            if (h->r > 0 && lora_scratch_floats(h->in, h->r) > row) row = lora_scratch_floats(h->in, h->r);
+        }
+    int rc = runstate_build(out, m, B, T_max, 1, checkpointing, keep, row, err);
+    free(keep);
+    free(needs);
+    return rc;
 }
 
 void runstate_free(RunState *rs) {
@@ -146,9 +226,37 @@ float *runstate_d_final_hidden(RunState *rs) { return rs->d_final_hidden; }
 int runstate_T(const RunState *rs) { return rs->T; }
 size_t runstate_bytes(const RunState *rs) { return rs->bytes; }
 
-// Per-layer slice of an activation buffer (the single slice in inference mode).
-static float *slice(const RunState *rs, float *base, int l, size_t per_layer) {
-    return base + (rs->training ? (size_t)l : 0) * per_layer;
+// Where layer l's activations live: its kept slices, or the shared scratch slices (every one when
+// scratch_only: the recomputation of gradient checkpointing, or an inference run state).
+typedef struct {
+    const float *x_in;
+    float *x_mid, *x_out;
+    float *h1, *mean1, *rstd1, *qkv, *probs, *att, *h2, *mean2, *rstd2, *pre, *act;
+} LayerActs;
+
+static float *act_at(const RunState *rs, float *base, LayerAct a, int l, int scratch_only) {
+    int ov = 0;
+    const size_t k = rs->training && !scratch_only ? (size_t)rs->act_slice[l * ACT_COUNT + a] : (size_t)rs->n_kept[a];
+    return base + k * act_slice_floats(rs, a, &ov);
+}
+
+static void layer_acts(const RunState *rs, int l, int scratch_only, LayerActs *a) {
+    const size_t NC = (size_t)rs->B_max * rs->T_max * rs->cfg.dim;
+    float *x_in = rs->training ? rs->x + (size_t)l * NC : rs->x;
+    a->x_in = x_in;
+    a->x_mid = rs->training ? act_at(rs, rs->xmid, ACT_XMID, l, scratch_only) : x_in;
+    a->x_out = rs->training ? rs->x + (size_t)(l + 1) * NC : x_in;
+    a->h1 = act_at(rs, rs->h1, ACT_H1, l, scratch_only);
+    a->mean1 = act_at(rs, rs->mean1, ACT_STATS1, l, scratch_only);
+    a->rstd1 = act_at(rs, rs->rstd1, ACT_STATS1, l, scratch_only);
+    a->qkv = act_at(rs, rs->qkvb, ACT_QKV, l, scratch_only);
+    a->probs = act_at(rs, rs->probs, ACT_PROBS, l, scratch_only);
+    a->att = act_at(rs, rs->att, ACT_ATT, l, scratch_only);
+    a->h2 = act_at(rs, rs->h2, ACT_H2, l, scratch_only);
+    a->mean2 = act_at(rs, rs->mean2, ACT_STATS2, l, scratch_only);
+    a->rstd2 = act_at(rs, rs->rstd2, ACT_STATS2, l, scratch_only);
+    a->pre = act_at(rs, rs->ffn_pre, ACT_PRE, l, scratch_only);
+    a->act = act_at(rs, rs->ffn_act, ACT_ACT, l, scratch_only);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,6 +361,73 @@ static const LoraSlot GATE_UP_SLOTS[] = {LSLOT_GATE, LSLOT_UP};
 static const LoraSlot DOWN_SLOT[] = {LSLOT_DOWN};
 
 // ---------------------------------------------------------------------------------------------
+// what backward reads (the activation plan of a training arena)
+
+static int any_hook(const ModelAdapters *ad, int l, const LoraSlot *slots, int n, int trainable_only) {
+    for (int i = 0; i < n; i++)
+        if (trainable_only ? hook_trainable(ad, l, slots[i]) : hook_at(ad, l, slots[i]) != NULL) return 1;
+    return 0;
+}
+
+// Which gradients backward computes in each layer for these adapters (ad may be NULL).
+static void plan_needs(const ModelConfig *c, const ModelAdapters *ad, LayerNeeds *needs) {
+    int below = ad && ad->n_virtual > 0 && ad->dprompt != NULL;
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerNeeds *nd = &needs[l];
+        nd->below = below;
+        nd->qkv_train = any_hook(ad, l, QKV_SLOTS, 4, 1);
+        nd->attn_train = nd->qkv_train || hook_trainable(ad, l, LSLOT_O);
+        nd->gate_up_train = any_hook(ad, l, GATE_UP_SLOTS, 2, 1);
+        nd->mlp_train = nd->gate_up_train || hook_trainable(ad, l, LSLOT_DOWN);
+        below = below || nd->attn_train || nd->mlp_train;
+    }
+}
+
+static int layer_active(const LayerNeeds *nd) { return nd->below || nd->attn_train || nd->mlp_train; }
+
+// The activations layer_backward reads in layer l (x, the layer input, is always kept). A frozen
+// hook is read when the input gradient flows through it.
+static void backward_reads(const ModelAdapters *ad, int l, const LayerNeeds *nd, unsigned char reads[ACT_COUNT]) {
+    memset(reads, 0, ACT_COUNT);
+    if (!layer_active(nd)) return;
+    const int into_attn = nd->below || nd->attn_train;
+    const int need_dact = into_attn || nd->gate_up_train;
+    const int need_dqkv = into_attn && (nd->below || nd->qkv_train);
+    reads[ACT_ACT] = hook_at(ad, l, LSLOT_DOWN) && (need_dact || hook_trainable(ad, l, LSLOT_DOWN));
+    reads[ACT_PRE] = need_dact;
+    reads[ACT_H2] = need_dact && (into_attn ? any_hook(ad, l, GATE_UP_SLOTS, 2, 0) : nd->gate_up_train);
+    reads[ACT_XMID] = reads[ACT_STATS2] = need_dact && into_attn;
+    reads[ACT_ATT] = into_attn && hook_at(ad, l, LSLOT_O) && (need_dqkv || hook_trainable(ad, l, LSLOT_O));
+    reads[ACT_QKV] = reads[ACT_PROBS] = need_dqkv;
+    reads[ACT_H1] = need_dqkv && (nd->below ? any_hook(ad, l, QKV_SLOTS, 4, 0) : nd->qkv_train);
+    reads[ACT_STATS1] = need_dqkv && nd->below;
+}
+
+static const char *act_name(LayerAct a) {
+    static const char *names[ACT_COUNT] = {"residual after attention", "attention norm output", "attention norm statistics",
+                                           "q/k/v", "attention probabilities", "attention output", "MLP norm output",
+                                           "MLP norm statistics", "MLP pre-activation", "MLP activation"};
+    return names[a];
+}
+
+// Fails when backward with these adapters would read an activation this training arena computes
+// into scratch (it was planned for other adapters).
+static int check_plan(RunState *rs, const Model *m, const ModelAdapters *ad, const char *what, char *err) {
+    if (!rs->training || rs->checkpointing || !ad || ad->disabled) return 0;
+    plan_needs(&m->cfg, ad, rs->needs);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        unsigned char reads[ACT_COUNT];
+        backward_reads(ad, l, &rs->needs[l], reads);
+        for (int a = 0; a < ACT_COUNT; a++)
+            if (reads[a] && rs->act_slice[l * ACT_COUNT + a] == rs->n_kept[a])
+                return ftk_err(err, "%s: these adapters need layer %d's %s in backward, which the run state (planned "
+                               "for other adapters) does not keep; create it with runstate_create_train for them",
+                               what, l, act_name((LayerAct)a));
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // forward
 
 static void norm_forward(const RunState *rs, float *out, float *mean, float *rstd, const float *x, const float *w,
@@ -275,20 +450,19 @@ static AttnShape attn_shape(const RunState *rs) {
     return s;
 }
 
-static void layer_forward(const Model *m, const ModelAdapters *ad, RunState *rs, int l, uint64_t *rng) {
+// Forward of layer l into the activations acts. recompute: gradient checkpointing's second pass in
+// backward; it stops once the MLP activation exists (the down projection's output is not read).
+static void layer_forward(const Model *m, const ModelAdapters *ad, RunState *rs, int l, const LayerActs *acts,
+                          uint64_t *rng, int recompute) {
     const ModelConfig *c = &m->cfg;
     const LayerWeights *w = &m->w.layers[l];
     const int N = rs->B * rs->T, C = c->dim, F = c->ffn_dim, llama = c->arch == ARCH_LLAMA;
-    const size_t NC = (size_t)rs->B_max * rs->T_max * C, Nmax = (size_t)rs->B_max * rs->T_max;
-    float *x_in = slice(rs, rs->x, l, NC);
-    float *x_mid = rs->training ? rs->xmid + (size_t)l * NC : x_in;
-    float *x_out = rs->training ? rs->x + (size_t)(l + 1) * NC : x_in;
-    float *h1 = slice(rs, rs->h1, l, NC), *mean1 = slice(rs, rs->mean1, l, Nmax), *rstd1 = slice(rs, rs->rstd1, l, Nmax);
-    float *qkv = slice(rs, rs->qkvb, l, Nmax * rs->qkv);
-    float *att = slice(rs, rs->att, l, Nmax * rs->qd);
-    float *probs = rs->training ? rs->probs + (size_t)l * rs->B_max * c->n_heads * rs->T_max * rs->T_max : rs->probs;
-    float *h2 = slice(rs, rs->h2, l, NC), *mean2 = slice(rs, rs->mean2, l, Nmax), *rstd2 = slice(rs, rs->rstd2, l, Nmax);
-    float *pre = slice(rs, rs->ffn_pre, l, Nmax * rs->pre_w), *act = slice(rs, rs->ffn_act, l, Nmax * F);
+    const float *x_in = acts->x_in;
+    float *x_mid = acts->x_mid, *x_out = acts->x_out;
+    float *h1 = acts->h1, *mean1 = acts->mean1, *rstd1 = acts->rstd1, *qkv = acts->qkv, *att = acts->att;
+    float *probs = acts->probs, *h2 = acts->h2, *mean2 = acts->mean2, *rstd2 = acts->rstd2;
+    float *pre = acts->pre, *act = acts->act;
+    if (rng) rs->layer_rng[l] = *rng;
 
     // attention block
     norm_forward(rs, h1, mean1, rstd1, x_in, w->attn_norm_w, w->attn_norm_b, N);
@@ -315,6 +489,7 @@ static void layer_forward(const Model *m, const ModelAdapters *ad, RunState *rs,
         apply_hooks(rs, ad, l, GATE_UP_SLOTS, 2, pre, F, h2, N, rng);
         gelu_forward(act, pre, (size_t)N * F);
     }
+    if (recompute) return;
     linear_forward(rs->branch, act, w->w_down, w->b_down, N, F, C);   // (N, F) @ (F, C)
     apply_hooks(rs, ad, l, DOWN_SLOT, 1, rs->branch, C, act, N, rng);
     residual_forward(x_out, x_mid, rs->branch, (size_t)N * C);
@@ -335,6 +510,7 @@ int model_forward(const Model *m, const ModelAdapters *ad, RunState *rs, const i
         return ftk_err(err, "forward: batch (%d, %d+%d) exceeds the run state's (%d, %d)", B, nv, Tt, rs->B_max,
                        rs->T_max);
     if (validate_adapters(rs, m, ad, err)) return -1;
+    if (check_plan(rs, m, use_ad ? ad : NULL, "forward", err)) return -1;
     for (size_t i = 0; i < (size_t)B * Tt; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return ftk_err(err, "forward: token id %d at index %zu outside the vocabulary (%d)", tokens[i], i,
@@ -359,7 +535,11 @@ int model_forward(const Model *m, const ModelAdapters *ad, RunState *rs, const i
     embedding_forward(rs->x, tokens, m->w.tok_emb, nv ? ad->prompt : NULL, nv,
                       c->arch == ARCH_GPT2 ? m->w.pos_emb : NULL, rs->positions, B, Tt, c->dim);
     if (c->arch == ARCH_LLAMA) rope_tables(rs->rope_cos, rs->rope_sin, rs->positions, N, c->head_dim, c->rope_theta);
-    for (int l = 0; l < c->n_layers; l++) layer_forward(m, use_ad ? ad : NULL, rs, l, dropout_rng);
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerActs acts;
+        layer_acts(rs, l, rs->checkpointing, &acts);
+        layer_forward(m, use_ad ? ad : NULL, rs, l, &acts, dropout_rng, 0);
+    }
     const float *x_last = rs->training ? rs->x + (size_t)c->n_layers * rs->B_max * rs->T_max * c->dim : rs->x;
     norm_forward(rs, rs->final_hidden, rs->final_mean, rs->final_rstd, x_last, m->w.out_norm_w, m->w.out_norm_b, N);
     if (rs->training) memset(rs->d_final_hidden, 0, (size_t)N * c->dim * sizeof(float));
@@ -369,17 +549,15 @@ int model_forward(const Model *m, const ModelAdapters *ad, RunState *rs, const i
 // ---------------------------------------------------------------------------------------------
 // backward
 
-// Backward of layer l: on entry rs->dx = dL/d(x_out); on exit dL/d(x_in) (when anything below needs it).
-static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs, int l, const LayerNeeds *nd) {
+// Backward of layer l from its activations acts: on entry rs->dx = dL/d(x_out); on exit dL/d(x_in)
+// (when anything below needs it). backward_reads() lists what this reads; keep the two in step.
+static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs, int l, const LayerNeeds *nd,
+                           const LayerActs *acts) {
     const ModelConfig *c = &m->cfg;
     const LayerWeights *w = &m->w.layers[l];
     const int N = rs->B * rs->T, C = c->dim, F = c->ffn_dim, llama = c->arch == ARCH_LLAMA;
-    const size_t NC = (size_t)rs->B_max * rs->T_max * C, Nmax = (size_t)rs->B_max * rs->T_max;
-    const float *x_in = rs->x + (size_t)l * NC, *x_mid = rs->xmid + (size_t)l * NC;
-    const float *h1 = rs->h1 + (size_t)l * NC, *h2 = rs->h2 + (size_t)l * NC;
-    const float *qkv = rs->qkvb + (size_t)l * Nmax * rs->qkv, *att = rs->att + (size_t)l * Nmax * rs->qd;
-    const float *probs = rs->probs + (size_t)l * rs->B_max * c->n_heads * rs->T_max * rs->T_max;
-    const float *pre = rs->ffn_pre + (size_t)l * Nmax * rs->pre_w, *act = rs->ffn_act + (size_t)l * Nmax * F;
+    const float *x_in = acts->x_in, *x_mid = acts->x_mid, *h1 = acts->h1, *h2 = acts->h2;
+    const float *qkv = acts->qkv, *att = acts->att, *probs = acts->probs, *pre = acts->pre, *act = acts->act;
     float *dx = rs->dx;
 
     // MLP block. The residual hands dx to the branch output unchanged (x_out = x_mid + branch).
@@ -394,7 +572,7 @@ static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs
             linear_backward(rs->dh, rs->dffn_pre, llama ? w->w_gate_up : w->w_up, N, C, rs->pre_w, 0.0f);  // (N, pre_w) @ (pre_w, C)
         hooks_backward(rs, ad, l, GATE_UP_SLOTS, 2, rs->dffn_pre, rs->pre_w, h2, N, into_attn ? rs->dh : NULL);
         if (into_attn)
-            norm_backward(rs, dx, rs->dh, x_mid, w->ffn_norm_w, rs->mean2 + (size_t)l * Nmax, rs->rstd2 + (size_t)l * Nmax, N);
+            norm_backward(rs, dx, rs->dh, x_mid, w->ffn_norm_w, acts->mean2, acts->rstd2, N);
     }
     if (!into_attn) return;
 
@@ -412,7 +590,7 @@ static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs
     if (nd->below) linear_backward(rs->dh, rs->dqkv, w->wqkv, N, C, rs->qkv, 0.0f);   // (N, qkv) @ (qkv, C)
     hooks_backward(rs, ad, l, QKV_SLOTS, 4, rs->dqkv, rs->qkv, h1, N, nd->below ? rs->dh : NULL);
     if (nd->below)
-        norm_backward(rs, dx, rs->dh, x_in, w->attn_norm_w, rs->mean1 + (size_t)l * Nmax, rs->rstd1 + (size_t)l * Nmax, N);
+        norm_backward(rs, dx, rs->dh, x_in, w->attn_norm_w, acts->mean1, acts->rstd1, N);
 }
 
 int model_backward(const Model *m, const ModelAdapters *ad, RunState *rs, char *err) {
@@ -420,19 +598,12 @@ int model_backward(const Model *m, const ModelAdapters *ad, RunState *rs, char *
     if (!rs->training) return ftk_err(err, "backward: the run state was created for inference");
     if (rs->B == 0) return ftk_err(err, "backward: no forward to differentiate");
     if (!ad || ad->disabled) return 0;   // nothing trainable
+    if (check_plan(rs, m, ad, "backward", err)) return -1;
     const int prompt_grad = rs->nv > 0 && ad->dprompt != NULL;
     LayerNeeds *needs = rs->needs;
+    plan_needs(c, ad, needs);
     int below = prompt_grad;
-    for (int l = 0; l < c->n_layers; l++) {
-        LayerNeeds *nd = &needs[l];
-        nd->below = below;
-        nd->qkv_train = hook_trainable(ad, l, LSLOT_Q) || hook_trainable(ad, l, LSLOT_K) ||
-                        hook_trainable(ad, l, LSLOT_V) || hook_trainable(ad, l, LSLOT_QKV);
-        nd->attn_train = nd->qkv_train || hook_trainable(ad, l, LSLOT_O);
-        nd->gate_up_train = hook_trainable(ad, l, LSLOT_GATE) || hook_trainable(ad, l, LSLOT_UP);
-        nd->mlp_train = nd->gate_up_train || hook_trainable(ad, l, LSLOT_DOWN);
-        below = below || nd->attn_train || nd->mlp_train;
-    }
+    for (int l = 0; l < c->n_layers; l++) below = below || needs[l].attn_train || needs[l].mlp_train;
     if (!below) return 0;
     const int N = rs->B * rs->T;
     const size_t NC = (size_t)rs->B_max * rs->T_max * c->dim;
@@ -441,8 +612,18 @@ int model_backward(const Model *m, const ModelAdapters *ad, RunState *rs, char *
                   rs->final_rstd, N);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const LayerNeeds *nd = &needs[l];
-        if (!nd->below && !nd->attn_train && !nd->mlp_train) break;   // nothing at or below l learns
-        layer_backward(m, ad, rs, l, nd);
+        if (!layer_active(nd)) break;   // nothing at or below l learns
+        LayerActs acts;
+        if (rs->checkpointing) {
+            // Recompute this layer's activations from its stored input, with the dropout masks its
+            // forward drew (the rng state it began with), into the scratch slices.
+            layer_acts(rs, l, 1, &acts);
+            uint64_t rng = rs->layer_rng[l];
+            layer_forward(m, ad, rs, l, &acts, rs->used_dropout ? &rng : NULL, 1);
+        } else {
+            layer_acts(rs, l, 0, &acts);
+        }
+        layer_backward(m, ad, rs, l, nd, &acts);
     }
     if (prompt_grad) embedding_backward(ad->dprompt, rs->dx, rs->B, rs->T, rs->nv, c->dim);
     return 0;

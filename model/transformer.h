@@ -43,8 +43,18 @@ int model_adapters_validate(const Model *m, const ModelAdapters *ad, char *err);
 
 typedef struct RunState RunState;   // activation arena; contents private to transformer.c
 
-// T_max counts all positions (virtual + real). training=1 keeps what backward needs.
+// T_max counts all positions (virtual + real). training=1 keeps every activation any adapter's
+// backward could read.
 int runstate_create(RunState **out, const Model *m, int B, int T_max, int training, char *err);
+
+// A training run state sized for these adapters (ad may be NULL): only the activations their
+// backward reads are kept per layer, the rest go to one shared scratch slice. model_forward and
+// model_backward refuse adapters that would need more. Flags:
+//   RS_GRAD_CHECKPOINT  keep only each layer's input; backward recomputes a layer's activations
+//                       (same dropout masks) right before its backward. Gradients are bit-identical.
+#define RS_GRAD_CHECKPOINT 1
+int runstate_create_train(RunState **out, const Model *m, const ModelAdapters *ad, int B, int T_max, int flags,
+                          char *err);
 void runstate_free(RunState *rs);
 float *runstate_final_hidden(RunState *rs);    // (B*T, C) output of the final norm, row b*T + t
 float *runstate_d_final_hidden(RunState *rs);  // (B*T, C) dL/d(final hidden), zeroed by model_forward

@@ -215,7 +215,8 @@ void ppo_workspace_free(PpoWorkspace *w) {
     free(w);
 }
 
-int ppo_workspace_create(PpoWorkspace **out, const Model *m, int n_virtual_max, int batch_size, int P_max, int R,
+int ppo_workspace_create(PpoWorkspace **out, const Model *m, const ModelAdapters *hooks, int rs_flags,
+                         int n_virtual_max, int batch_size, int P_max, int R,
                          char *err) {
     *out = NULL;
     if (batch_size < 1 || P_max < 1 || R < 1 || n_virtual_max < 0)
@@ -225,7 +226,9 @@ int ppo_workspace_create(PpoWorkspace **out, const Model *m, int n_virtual_max, 
     w->batch = batch_size;
     w->P_max = P_max;
     w->R = R;
-    if (runstate_create(&w->rs, m, batch_size, n_virtual_max + P_max + R, 1, err)) {
+    const int T_max = n_virtual_max + P_max + R;
+    if (hooks ? runstate_create_train(&w->rs, m, hooks, batch_size, T_max, rs_flags, err)
+              : runstate_create(&w->rs, m, batch_size, T_max, 1, err)) {
         free(w);
         return -1;
     }
@@ -566,7 +569,9 @@ int ppo_train(const Model *m, Adapters *a, const ModelAdapters *ref_hooks, const
     char path[4200];
 
     if (ppo_rollout_alloc(&ro, P, P_max, R_cap, err)) goto done;
-    if (ppo_workspace_create(&ws, m, nv > ref_nv ? nv : ref_nv, tc->batch_size, P_max, R_cap, err)) goto done;
+    if (ppo_workspace_create(&ws, m, &hooks, tc->gradient_checkpointing ? RS_GRAD_CHECKPOINT : 0,
+                             nv > ref_nv ? nv : ref_nv, tc->batch_size, P_max, R_cap, err))
+        goto done;
     if (loader_init(&L, prompts, 1, 1, tc->seed, 0, err)) goto done;
     out_tokens = calloc((size_t)P, sizeof(int *));
     out_lens = calloc((size_t)P, sizeof(int));

@@ -125,8 +125,10 @@ void ppo_rollout_free(PpoRollout *r);
 // batch_size sequences of up to P_max prompt + R response tokens (+ n_virtual_max soft-prompt rows:
 // the largest of the hooks that will be used with it).
 typedef struct PpoWorkspace PpoWorkspace;
-int ppo_workspace_create(PpoWorkspace **w, const Model *m, int n_virtual_max, int batch_size, int P_max, int R,
-                         char *err);
+// hooks: the trained adapters the run state is planned for (NULL: every activation kept);
+// rs_flags: runstate_create_train's.
+int ppo_workspace_create(PpoWorkspace **w, const Model *m, const ModelAdapters *hooks, int rs_flags,
+                         int n_virtual_max, int batch_size, int P_max, int R, char *err);
 void ppo_workspace_free(PpoWorkspace *w);
 
 // Forwards over the rollout's sequences in chunks of the workspace's batch size (no dropout, no

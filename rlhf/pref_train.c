@@ -81,6 +81,31 @@ static int run_eval(const PairObjective *obj, MetricsLog *ml, int64_t step, int6
     return 0;
 }
 
+// The training run state, planned for a's adapters as trained (every LoRA and the soft prompt with
+// gradients), read from a without rewiring its shared hooks (the objective owns their wiring).
+static int pref_runstate(RunState **rs, const Model *m, const Adapters *a, int B, int T_max, int checkpointing,
+                         char *err) {
+    const size_t n = (size_t)m->cfg.n_layers * LSLOT_COUNT;
+    LoraHook *plan = NULL;
+    ModelAdapters ad;
+    memset(&ad, 0, sizeof ad);
+    if (a->hooks) {
+        if (!(plan = malloc(n * sizeof *plan))) return ftk_err(err, "pref_train: out of memory");
+        memcpy(plan, a->hooks, n * sizeof *plan);
+        for (size_t i = 0; i < n; i++)
+            if (plan[i].r > 0) plan[i].dA = plan[i].dB = a->grads;   // any non-NULL: "trained"
+        ad.hooks = plan;
+    }
+    if (a->prompt) {
+        ad.n_virtual = a->cfg.num_virtual_tokens;
+        ad.prompt = a->prompt;
+        ad.dprompt = a->dprompt;
+    }
+    int rc = runstate_create_train(rs, m, &ad, B, T_max, checkpointing ? RS_GRAD_CHECKPOINT : 0, err);
+    free(plan);
+    return rc;
+}
+
 int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, const TrainConfig *tc,
                const cJSON *training_args, const PairObjective *obj, PairEventFn on_event, void *ctx,
                PairTrainResult *res, char *err) {
@@ -111,7 +136,7 @@ int pref_train(const Model *m, Adapters *a, const Dataset *train, int has_eval, 
     int rc = -1;
     char path[4200];
 
-    if (runstate_create(&rs, m, 2 * tc->batch_size, T_max, 1, err)) goto done;
+    if (pref_runstate(&rs, m, a, 2 * tc->batch_size, T_max, tc->gradient_checkpointing, err)) goto done;
     if (loader_init(&L, train, tc->batch_size, 1, tc->seed, 0, err)) goto done;
     if (trainer_optim_init(&opt, a->n_params, tc, err)) goto done;
 

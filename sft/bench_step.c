@@ -73,7 +73,8 @@ int bench_step_init(BenchStep *bs, const Model *m, const BenchStepConfig *cfg, c
     if (adapters_create(&bs->adapters, &ac, m, cfg->seed + 1, err)) goto fail;
     adapters_hooks(&bs->adapters, 1, &bs->hooks);
     if (adamw_init(&bs->opt, bs->adapters.n_params, err)) goto fail;
-    if (runstate_create(&bs->rs, m, B, T, 1, err)) goto fail;
+    if (runstate_create_train(&bs->rs, m, &bs->hooks, B, T, cfg->gradient_checkpointing ? RS_GRAD_CHECKPOINT : 0, err))
+        goto fail;
 
     const size_t n = (size_t)B * T;
     bs->tokens = malloc(n * sizeof(int));

@@ -31,6 +31,7 @@ typedef struct {
     double mask_fraction;         // in [0, 1): leading fraction of each row's targets set to -1
     double learning_rate;         // AdamW, weight decay 0
     uint64_t seed;                // data and adapter init
+    int gradient_checkpointing;   // run state keeps layer inputs only; backward recomputes
 } BenchStepConfig;
 
 void bench_step_config_default(BenchStepConfig *c);   // 4 x 256, r 8, alpha 16, q/v, mask 0, lr 1e-4, seed 0

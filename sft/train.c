@@ -168,7 +168,9 @@ int sft_train(const Model *m, Adapters *a, const Dataset *train, const Dataset *
     int rc = -1;
     char path[4200];
 
-    if (runstate_create(&rs, m, tc->batch_size, T_max, 1, err)) goto done;
+    if (runstate_create_train(&rs, m, &hooks, tc->batch_size, T_max, tc->gradient_checkpointing ? RS_GRAD_CHECKPOINT : 0,
+                              err))
+        goto done;
     if (loader_init(&L, train, tc->batch_size, 1, tc->seed, tc->pack_len, err)) goto done;
     if (loss_scratch_alloc(&ls, tc->batch_size, T_max, "batch", err)) goto done;
     if (trainer_optim_init(&opt, a->n_params, tc, err)) goto done;

@@ -31,6 +31,7 @@ typedef struct {
     const char *output_dir;
     const char *resume_from;    // checkpoint dir, or NULL
     const char *base_model;     // written into adapter configs
+    int gradient_checkpointing; // keep only layer inputs; backward recomputes (same gradients)
 } TrainConfig;
 
 void train_config_default(TrainConfig *c);

@@ -359,7 +359,7 @@ static void test_reference_logprobs_frozen(void **state) {
     PpoRollout probe;
     make_rollout(&probe, 6, 10, 8, cfg.vocab_size, 77);
     PpoWorkspace *w;
-    assert_int_equal(ppo_workspace_create(&w, &m, 0, 4, 10, 8, err), 0);
+    assert_int_equal(ppo_workspace_create(&w, &m, NULL, 0, 0, 4, 10, 8, err), 0);
     // the reference is the policy's hooks with the adapter disabled
     ModelAdapters hooks, ref;
     adapters_hooks(&a, 1, &hooks);
@@ -445,7 +445,7 @@ static void run_fd(Arch arch, int with_prompt, float temperature) {
     PpoRollout ro;
     make_rollout(&ro, 5, 6, 7, cfg.vocab_size, 11 + arch);
     PpoWorkspace *w;
-    assert_int_equal(ppo_workspace_create(&w, &m, hooks.n_virtual, 5, 6, 7, err), 0);
+    assert_int_equal(ppo_workspace_create(&w, &m, NULL, 0, hooks.n_virtual, 5, 6, 7, err), 0);
     PpoConfig pc;
     ppo_config_default(&pc);
     pc.gen.temperature = temperature;
