@@ -22,6 +22,7 @@
 #include "cli/cli.h"
 #include "model/common.h"
 #include "model/synthetic.h"
+#include "model/weights_bf16.h"
 #include "sft/bench_decode.h"
 #include "sft/bench_machine.h"
 #include "sft/bench_step.h"
@@ -126,6 +127,7 @@ typedef struct {
     int peak_n;
     const char *json_path;
     const char *params_prefix;
+    int base_bf16;           // --base-dtype bf16: linear weights stored as bf16 (no decode: generation needs fp32)
 } BenchOptions;
 
 // Parses "1,8" into out (at most cap values >= 1).
@@ -158,6 +160,8 @@ static void bench_model(const char *name, const BenchOptions *o) {
     const double init_s = ftk_now() - t0;
     double bw = 0.0;
     if (bench_stream_read(m.weight_mem, m.n_weight_floats, o->threads, 3, &bw, err)) cli_die("%s", err);
+    const size_t fp32_weight_bytes = model_weight_bytes(&m);
+    if (o->base_bf16 && model_to_bf16(&m, err)) cli_die("%s", err);
 
     BenchStep bs;
     if (bench_step_init(&bs, &m, sc, err)) cli_die("%s", err);
@@ -181,11 +185,12 @@ static void bench_model(const char *name, const BenchOptions *o) {
            sc->gradient_checkpointing ? " gradient-checkpointing" : "");
     printf("# params: total %s = base %s + trainable %s (%.3f%%); gemm weights N_mm %s\n", c_total, c_base, c_train,
            100.0 * (double)n_train / (double)(n_base + n_train), c_mm);
-    printf("# memory: weights %.0f MiB, training activation arena %.0f MiB\n", m.n_weight_floats * 4.0 / 1048576.0,
+    printf("# memory: weights %.0f MiB (%s; fp32 %.0f MiB), training activation arena %.0f MiB\n",
+           model_weight_bytes(&m) / 1048576.0, o->base_bf16 ? "linears bf16" : "fp32", fp32_weight_bytes / 1048576.0,
            runstate_bytes(bs.rs) / 1048576.0);
     printf("# machine: sgemm peak %.1f GFLOP/s before the model (square %d, best of 3); streaming read %.2f GB/s (%d threads, %.0f MB "
            "of weights, best of 3)\n",
-           o->peak_gflops, o->peak_n, bw * 1e-9, o->threads, m.n_weight_floats * 4.0 / 1e6);
+           o->peak_gflops, o->peak_n, bw * 1e-9, o->threads, fp32_weight_bytes / 1e6);
     fflush(stdout);
 
     // training steps, with the peer's interference rule
@@ -291,6 +296,8 @@ static void bench_model(const char *name, const BenchOptions *o) {
     cJSON_AddStringToObject(res, "tool", "ftk");
     cJSON_AddStringToObject(res, "model", name);
     cJSON_AddStringToObject(res, "mode", "lora");
+    cJSON_AddStringToObject(res, "base_dtype", o->base_bf16 ? "bf16" : "f32");
+    cJSON_AddBoolToObject(res, "gradient_checkpointing", sc->gradient_checkpointing);
     cJSON_AddNumberToObject(res, "batch", sc->batch);
     cJSON_AddNumberToObject(res, "seq", sc->seq);
     cJSON_AddNumberToObject(res, "mask_fraction", sc->mask_fraction);
@@ -394,6 +401,8 @@ int cmd_bench(int argc, char **argv) {
                                              "(-1), so the LM head runs on the other rows only"},
         {"--threads", FLAG_INT, "0", "OpenBLAS threads and stream-read threads (0 = OpenBLAS's default)"},
         {"--gradient-checkpointing", FLAG_BOOL, NULL, "keep only each layer's input; backward recomputes the layer"},
+        {"--base-dtype", FLAG_STR, "f32", "frozen linear weights as f32 or bf16 (bf16 halves them; products stay fp32; "
+                                          "no decode measurement: generation needs f32)"},
         {"--steps", FLAG_INT, "5", "timed steps (median reported)"},
         {"--warmup", FLAG_INT, "2", "untimed steps first"},
         {"--learning-rate", FLAG_FLOAT, "1e-4", "AdamW learning rate (weight decay 0)"},
@@ -434,6 +443,9 @@ int cmd_bench(int argc, char **argv) {
     o.step.learning_rate = cli_float(&cmd, "--learning-rate");
     o.step.seed = (uint64_t)cli_int(&cmd, "--seed");
     o.step.gradient_checkpointing = cli_bool(&cmd, "--gradient-checkpointing");
+    const char *dtype = cli_str(&cmd, "--base-dtype");
+    if (strcmp(dtype, "bf16") == 0) o.base_bf16 = 1;
+    else if (strcmp(dtype, "f32") != 0) cli_usage_error(&cmd, "--base-dtype must be f32 or bf16 (got '%s')", dtype);
     o.n_steps = cli_int(&cmd, "--steps");
     o.n_warmup = cli_int(&cmd, "--warmup");
     o.max_foreign = cli_float(&cmd, "--max-foreign");
@@ -447,7 +459,9 @@ int cmd_bench(int argc, char **argv) {
     if (!(o.step.mask_fraction >= 0 && o.step.mask_fraction < 1)) cli_usage_error(&cmd, "--mask-fraction must be in [0, 1)");
     if (o.n_steps < 1 || o.n_warmup < 0) cli_usage_error(&cmd, "--steps must be >= 1 and --warmup >= 0");
     if (cli_int(&cmd, "--threads") < 0 || cli_int(&cmd, "--threads") > 64) cli_usage_error(&cmd, "--threads must be in [0, 64]");
-    if (!cli_bool(&cmd, "--no-decode")) {
+    if (o.base_bf16 && !cli_bool(&cmd, "--no-decode"))
+        fprintf(stderr, "note: --base-dtype bf16 skips the decode measurement (generation reads fp32 weights)\n");
+    if (!cli_bool(&cmd, "--no-decode") && !o.base_bf16) {
         o.n_decode_batches = parse_int_list(cli_str(&cmd, "--decode-batch"), o.decode_batches, 16);
         if (o.n_decode_batches < 0) cli_usage_error(&cmd, "--decode-batch expects up to 16 comma-separated sizes in [1, 4096]");
         if (o.decode_tokens < 1 || o.decode_prompt < 1) cli_usage_error(&cmd, "--decode-tokens and --decode-prompt must be >= 1");

@@ -13,6 +13,7 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
+#include "model/weights_bf16.h"
 #include "sft/progress.h"
 #include "sft/train.h"
 
@@ -26,6 +27,8 @@ static const Flag SFT_OWN_FLAGS[] = {
     {"--overwrite-output-dir", FLAG_BOOL, NULL, "allow an output dir that already holds an adapter"},
     {"--sample-prompt", FLAG_STR, NULL, "greedy sample from this prompt before and after training"},
     {"--sample-tokens", FLAG_INT, "48", "length of those samples"},
+    {"--base-dtype", FLAG_STR, "f32", "frozen linear weights as f32 or bf16 (bf16 halves their memory; products stay "
+                                      "fp32; not with --sample-prompt)"},
     {0},
 };
 
@@ -41,6 +44,12 @@ int cmd_sft(int argc, char **argv) {
     if (!cli_str(&cmd, "--model")) cli_usage_error(&cmd, "--model is required");
     if (!cli_str(&cmd, "--train-file")) cli_usage_error(&cmd, "--train-file is required");
     if (!cli_str(&cmd, "--output-dir")) cli_usage_error(&cmd, "--output-dir is required");
+    const char *dtype = cli_str(&cmd, "--base-dtype");
+    if (strcmp(dtype, "f32") != 0 && strcmp(dtype, "bf16") != 0)
+        cli_usage_error(&cmd, "--base-dtype must be f32 or bf16 (got '%s')", dtype);
+    const int base_bf16 = strcmp(dtype, "bf16") == 0;
+    if (base_bf16 && cli_str(&cmd, "--sample-prompt"))
+        cli_usage_error(&cmd, "--sample-prompt needs fp32 base weights (generation); drop it or use --base-dtype f32");
     double vsplit = cli_float(&cmd, "--validation-split");
     if (vsplit < 0 || vsplit >= 1) cli_usage_error(&cmd, "--validation-split must be in [0, 1)");
     TrainConfig tc;
@@ -53,7 +62,13 @@ int cmd_sft(int argc, char **argv) {
     cli_load_model(&m, cli_str(&cmd, "--model"), cli_str(&cmd, "--tokenizer"));
     char err[FTK_ERR_LEN];
     Adapters a;
-    if (adapters_create(&a, &ac, &m, tc.seed, err)) cli_die("%s", err);
+    if (adapters_create(&a, &ac, &m, tc.seed, err)) cli_die("%s", err);   // (prompt init reads fp32 embeddings)
+    if (base_bf16) {
+        const double mb = model_weight_bytes(&m) / 1048576.0;
+        if (model_to_bf16(&m, err)) cli_die("%s", err);
+        fprintf(stderr, "base weights: %.0f MiB -> %.0f MiB (linear weights as bf16)\n", mb,
+                model_weight_bytes(&m) / 1048576.0);
+    }
     train_print_trainable(&a, &m);
 
     Dataset train, eval, all;

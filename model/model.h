@@ -40,6 +40,8 @@ typedef struct {
     float *w_gate;                      // llama view (F, C)
     float *w_up, *b_up;                 // llama view (F, C); gpt2 c_fc (F, C) + bias (F)
     float *w_down, *b_down;             // (C, F); b_down gpt2 only
+    // bf16 base (weights_bf16.h): the linears above as bf16, their float pointers then NULL
+    uint16_t *wqkv_bf16, *wo_bf16, *w_gate_up_bf16, *w_up_bf16, *w_down_bf16;
 } LayerWeights;
 
 typedef struct {
@@ -63,6 +65,11 @@ typedef struct Model {
     // Memory: all weights live in one fp32 block owned by the model.
     float *weight_mem;
     size_t n_weight_floats;
+    // After model_to_bf16 (weights_bf16.h): the layers' linear weights are bf16 (their *_bf16
+    // pointers), still inside weight_mem, with an fp32 expansion scratch there too.
+    int base_bf16;
+    float *bf16_scratch;
+    size_t bf16_scratch_floats;
 } Model;
 
 // The one loader entry point. Detects the format from the path:

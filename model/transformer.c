@@ -17,6 +17,7 @@
 #include "model/common.h"
 #include "model/ops.h"
 #include "model/runstate.h"
+#include "model/weights_bf16.h"
 
 // ---------------------------------------------------------------------------------------------
 // arena
@@ -444,6 +445,23 @@ static void norm_backward(const RunState *rs, float *dx, const float *dout, cons
     else layernorm_backward(dx, dout, x, w, mean, rstd, N, c->dim);
 }
 
+// The fp32 weights of a layer's linears. With a bf16 base each call expands that weight into the
+// model's one scratch, so use the result before asking for the next weight.
+static const float *weight_qkv(const Model *m, const LayerWeights *w) {
+    return model_linear_f32(m, w->wqkv, w->wqkv_bf16, (size_t)model_qkv_dim(&m->cfg) * m->cfg.dim);
+}
+static const float *weight_o(const Model *m, const LayerWeights *w) {
+    return model_linear_f32(m, w->wo, w->wo_bf16, (size_t)m->cfg.dim * model_q_dim(&m->cfg));
+}
+static const float *weight_pre(const Model *m, const LayerWeights *w) {   // llama [gate; up], gpt2 c_fc
+    if (m->cfg.arch == ARCH_LLAMA)
+        return model_linear_f32(m, w->w_gate_up, w->w_gate_up_bf16, (size_t)2 * m->cfg.ffn_dim * m->cfg.dim);
+    return model_linear_f32(m, w->w_up, w->w_up_bf16, (size_t)m->cfg.ffn_dim * m->cfg.dim);
+}
+static const float *weight_down(const Model *m, const LayerWeights *w) {
+    return model_linear_f32(m, w->w_down, w->w_down_bf16, (size_t)m->cfg.dim * m->cfg.ffn_dim);
+}
+
 static AttnShape attn_shape(const RunState *rs) {
     AttnShape s = {rs->B, rs->T, rs->cfg.n_heads, rs->cfg.n_kv_heads, rs->cfg.head_dim, rs->nv,
                    rs->has_seg ? rs->seg : NULL};
@@ -466,7 +484,7 @@ static void layer_forward(const Model *m, const ModelAdapters *ad, RunState *rs,
 
     // attention block
     norm_forward(rs, h1, mean1, rstd1, x_in, w->attn_norm_w, w->attn_norm_b, N);
-    linear_forward(qkv, h1, w->wqkv, w->bqkv, N, C, rs->qkv);   // (N, C) @ (C, qkv)
+    linear_forward(qkv, h1, weight_qkv(m, w), w->bqkv, N, C, rs->qkv);   // (N, C) @ (C, qkv)
     apply_hooks(rs, ad, l, QKV_SLOTS, 4, qkv, rs->qkv, h1, N, rng);
     if (llama) {
         rope_forward(qkv, rs->qkv, N, c->n_heads, c->head_dim, rs->rope_cos, rs->rope_sin);
@@ -474,23 +492,23 @@ static void layer_forward(const Model *m, const ModelAdapters *ad, RunState *rs,
     }
     AttnShape shape = attn_shape(rs);
     attention_forward(att, probs, qkv, &shape, rs->training);
-    linear_forward(rs->branch, att, w->wo, w->bo, N, rs->qd, C);   // (N, q_dim) @ (q_dim, C)
+    linear_forward(rs->branch, att, weight_o(m, w), w->bo, N, rs->qd, C);   // (N, q_dim) @ (q_dim, C)
     apply_hooks(rs, ad, l, O_SLOT, 1, rs->branch, C, att, N, rng);
     residual_forward(x_mid, x_in, rs->branch, (size_t)N * C);
 
     // MLP block
     norm_forward(rs, h2, mean2, rstd2, x_mid, w->ffn_norm_w, w->ffn_norm_b, N);
     if (llama) {
-        linear_forward(pre, h2, w->w_gate_up, NULL, N, C, 2 * F);   // (N, C) @ (C, 2F)
+        linear_forward(pre, h2, weight_pre(m, w), NULL, N, C, 2 * F);   // (N, C) @ (C, 2F)
         apply_hooks(rs, ad, l, GATE_UP_SLOTS, 2, pre, 2 * F, h2, N, rng);
         swiglu_forward(act, pre, N, F);
     } else {
-        linear_forward(pre, h2, w->w_up, w->b_up, N, C, F);   // (N, C) @ (C, F)
+        linear_forward(pre, h2, weight_pre(m, w), w->b_up, N, C, F);   // (N, C) @ (C, F)
         apply_hooks(rs, ad, l, GATE_UP_SLOTS, 2, pre, F, h2, N, rng);
         gelu_forward(act, pre, (size_t)N * F);
     }
     if (recompute) return;
-    linear_forward(rs->branch, act, w->w_down, w->b_down, N, F, C);   // (N, F) @ (F, C)
+    linear_forward(rs->branch, act, weight_down(m, w), w->b_down, N, F, C);   // (N, F) @ (F, C)
     apply_hooks(rs, ad, l, DOWN_SLOT, 1, rs->branch, C, act, N, rng);
     residual_forward(x_out, x_mid, rs->branch, (size_t)N * C);
 }
@@ -563,13 +581,13 @@ static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs
     // MLP block. The residual hands dx to the branch output unchanged (x_out = x_mid + branch).
     const int into_attn = nd->below || nd->attn_train;   // is dL/d(x_mid) needed beyond the residual?
     const int need_dact = into_attn || nd->gate_up_train;
-    if (need_dact) linear_backward(rs->dffn_act, dx, w->w_down, N, F, C, 0.0f);   // (N, C) @ (C, F)
+    if (need_dact) linear_backward(rs->dffn_act, dx, weight_down(m, w), N, F, C, 0.0f);   // (N, C) @ (C, F)
     hooks_backward(rs, ad, l, DOWN_SLOT, 1, dx, C, act, N, need_dact ? rs->dffn_act : NULL);
     if (need_dact) {
         if (llama) swiglu_backward(rs->dffn_pre, rs->dffn_act, pre, N, F);
         else gelu_backward(rs->dffn_pre, rs->dffn_act, pre, (size_t)N * F);
         if (into_attn)
-            linear_backward(rs->dh, rs->dffn_pre, llama ? w->w_gate_up : w->w_up, N, C, rs->pre_w, 0.0f);  // (N, pre_w) @ (pre_w, C)
+            linear_backward(rs->dh, rs->dffn_pre, weight_pre(m, w), N, C, rs->pre_w, 0.0f);  // (N, pre_w) @ (pre_w, C)
         hooks_backward(rs, ad, l, GATE_UP_SLOTS, 2, rs->dffn_pre, rs->pre_w, h2, N, into_attn ? rs->dh : NULL);
         if (into_attn)
             norm_backward(rs, dx, rs->dh, x_mid, w->ffn_norm_w, acts->mean2, acts->rstd2, N);
@@ -578,7 +596,7 @@ static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs
 
     // attention block; dx now holds dL/d(x_mid) = dL/d(attention branch output)
     const int need_dqkv = nd->below || nd->qkv_train;
-    if (need_dqkv) linear_backward(rs->datt, dx, w->wo, N, rs->qd, C, 0.0f);   // (N, C) @ (C, q_dim)
+    if (need_dqkv) linear_backward(rs->datt, dx, weight_o(m, w), N, rs->qd, C, 0.0f);   // (N, C) @ (C, q_dim)
     hooks_backward(rs, ad, l, O_SLOT, 1, dx, C, att, N, need_dqkv ? rs->datt : NULL);
     if (!need_dqkv) return;
     AttnShape shape = attn_shape(rs);
@@ -587,7 +605,7 @@ static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs
         rope_backward(rs->dqkv, rs->qkv, N, c->n_heads, c->head_dim, rs->rope_cos, rs->rope_sin);
         rope_backward(rs->dqkv + rs->qd, rs->qkv, N, c->n_kv_heads, c->head_dim, rs->rope_cos, rs->rope_sin);
     }
-    if (nd->below) linear_backward(rs->dh, rs->dqkv, w->wqkv, N, C, rs->qkv, 0.0f);   // (N, qkv) @ (qkv, C)
+    if (nd->below) linear_backward(rs->dh, rs->dqkv, weight_qkv(m, w), N, C, rs->qkv, 0.0f);   // (N, qkv) @ (qkv, C)
     hooks_backward(rs, ad, l, QKV_SLOTS, 4, rs->dqkv, rs->qkv, h1, N, nd->below ? rs->dh : NULL);
     if (nd->below)
         norm_backward(rs, dx, rs->dh, x_in, w->attn_norm_w, acts->mean1, acts->rstd1, N);
