@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <cblas.h>
 
 #include "cli/cli.h"
+#include "model/parallel.h"
 
 void cli_print_help(const Command *cmd) {
     printf("ftk %s — %s\n\nUsage: %s\n\nFlags:\n", cmd->name, cmd->summary, cmd->usage);
@@ -158,6 +158,6 @@ int cli_given(const Command *cmd, const char *name) { return cmd->given[flag_ind
 
 int cli_stderr_is_tty(void) { return isatty(2); }
 
-void cli_set_threads(int n) {
-    if (n > 0) openblas_set_num_threads(n);
-}
+// ftk's pool does the threading (model/parallel.h; OpenBLAS runs single-threaded): n threads,
+// 0 = one per online CPU.
+void cli_set_threads(int n) { par_set_threads(n); }

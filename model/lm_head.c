@@ -1,16 +1,84 @@
 // lm_head.c — the vocabulary projection: plain logits, and the fused chunked log-softmax with its
-// backward that training uses (never more than HEAD_CHUNK rows of (n, V) logits at a time).
+// backward that training uses (never more than HEAD_CHUNK rows of (n, V) logits at a time). The
+// products go through par_sgemm, the rows of a chunk over par_for; the log-softmax is one float
+// pass of the vectorised exp whose values are kept for dlogits.
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "model/common.h"
+#include "model/ops.h"
+#include "model/parallel.h"
 #include "model/runstate.h"
 
 void lm_head_logits(const Model *m, const float *hidden, int n, float *logits) {
     const int C = m->cfg.dim, V = m->cfg.vocab_size;
     // (n, C) @ (C, V) -> (n, V)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, hidden, C, m->w.lm_head, C, 0.0f, logits, V);
+    par_sgemm(CblasNoTrans, CblasTrans, n, V, C, 1.0f, hidden, C, m->w.lm_head, C, 0.0f, logits, V);
+}
+
+// One chunk of the head, shared by its row tasks.
+typedef struct {
+    RunState *rs;
+    const int *rows, *targets;   // of this chunk
+    int C, V;
+    float *logp, *entropy;       // of this chunk (entropy may be NULL)
+    float *sum, *g;              // (HEAD_CHUNK) per row: sum of exp(z - max); dL/dlogp
+} HeadJob;
+
+static void head_gather_row(void *ctx, int i) {
+    const HeadJob *j = ctx;
+    memcpy(j->rs->head_h + (size_t)i * j->C, j->rs->final_hidden + (size_t)j->rows[i] * j->C,
+           (size_t)j->C * sizeof(float));
+}
+
+// Row i of the chunk, one float pass: logits z -> e = exp(z - max) in place (kept for dlogits),
+// logp = z_target - max - log(sum e), entropy = log(sum e) - sum(e (z - max)) / sum e.
+static void head_logsoftmax_row(void *ctx, int i) {
+    const HeadJob *j = ctx;
+    const int V = j->V;
+    float *z = j->rs->head_logits + (size_t)i * V;
+    const float mx = row_max(z, V);
+    const float z_target = z[j->targets[i]];
+    float sum, pz = 0.0f;
+    if (j->entropy) {
+        // the same pass also sums (z - max) e for the entropy
+        float acc[16] = {0}, pacc[16] = {0};
+        int k = 0;
+        for (; k + 16 <= V; k += 16)
+            for (int l = 0; l < 16; l++) {
+                const float d = z[k + l] - mx, e = exp_poly(d);
+                z[k + l] = e;
+                acc[l] += e;
+                pacc[l] += d * e;
+            }
+        for (int l = 0; k < V; k++, l++) {
+            const float d = z[k] - mx, e = exp_poly(d);
+            z[k] = e;
+            acc[l] += e;
+            pacc[l] += d * e;
+        }
+        sum = 0.0f;
+        for (int l = 0; l < 16; l++) {
+            sum += acc[l];
+            pz += pacc[l];
+        }
+    } else {
+        sum = exp_shift_sum(z, V, mx);
+    }
+    const float lse = logf(sum);   // log-sum-exp minus max
+    j->sum[i] = sum;
+    j->logp[i] = (z_target - mx) - lse;
+    if (j->entropy) j->entropy[i] = lse - pz / sum;
+}
+
+// d logp / dz_k = onehot_k - softmax_k; dlogits = g * that, in place of e.
+static void head_dlogits_row(void *ctx, int i) {
+    const HeadJob *j = ctx;
+    float *z = j->rs->head_logits + (size_t)i * j->V;
+    const float f = -j->g[i] / j->sum[i];
+    for (int k = 0; k < j->V; k++) z[k] *= f;
+    z[j->targets[i]] += j->g[i];
 }
 
 int lm_head_logprobs(const Model *m, RunState *rs, const int *rows, const int *targets, int n, float *logp,
@@ -24,37 +92,20 @@ int lm_head_logprobs(const Model *m, RunState *rs, const int *rows, const int *t
         if (targets[i] < 0 || targets[i] >= V)
             return ftk_err(err, "lm head: target %d outside the vocabulary (%d)", targets[i], V);
     }
+    float sum[HEAD_CHUNK], g[HEAD_CHUNK];
     for (int i0 = 0; i0 < n; i0 += HEAD_CHUNK) {
         const int k = n - i0 < HEAD_CHUNK ? n - i0 : HEAD_CHUNK;
-        for (int i = 0; i < k; i++)
-            memcpy(rs->head_h + (size_t)i * C, rs->final_hidden + (size_t)rows[i0 + i] * C, (size_t)C * sizeof(float));
+        HeadJob job = {rs, rows + i0, targets + i0, C, V, logp + i0, entropy ? entropy + i0 : NULL, sum, g};
+        par_for(k, head_gather_row, &job);
         lm_head_logits(m, rs->head_h, k, rs->head_logits);   // (k, C) @ (C, V)
-        for (int i = 0; i < k; i++) {
-            float *z = rs->head_logits + (size_t)i * V;
-            float mx = z[0];
-            for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
-            double sum = 0.0, pz = 0.0;
-            for (int j = 0; j < V; j++) {
-                double e = exp((double)(z[j] - mx));
-                sum += e;
-                pz += e * (z[j] - mx);
-            }
-            const double lse = log(sum);   // log-sum-exp minus mx
-            const float lp = (float)((z[targets[i0 + i]] - mx) - lse);
-            logp[i0 + i] = lp;
-            if (entropy) entropy[i0 + i] = (float)(lse - pz / sum);
-            if (dfn) {
-                // d logp / dz_j = onehot_j - softmax_j; dlogits = g * that (in place of the logits)
-                const float g = dfn(ctx, i0 + i, lp);
-                const float shift = (float)(mx + lse);
-                for (int j = 0; j < V; j++) z[j] = -g * expf(z[j] - shift);
-                z[targets[i0 + i]] += g;
-            }
-        }
+        par_for(k, head_logsoftmax_row, &job);
         if (dfn) {
+            for (int i = 0; i < k; i++) g[i] = dfn(ctx, i0 + i, logp[i0 + i]);   // in row order, one thread
+            par_for(k, head_dlogits_row, &job);
             // dh = dlogits @ lm_head: (k, V) @ (V, C) -> (k, C), scattered onto the rows
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, C, V, 1.0f, rs->head_logits, V, m->w.lm_head, C,
-                        0.0f, rs->head_dh, C);
+            par_sgemm(CblasNoTrans, CblasNoTrans, k, C, V, 1.0f, rs->head_logits, V, m->w.lm_head, C, 0.0f,
+                      rs->head_dh, C);
+            // serially, in row order: rows may repeat
             for (int i = 0; i < k; i++) {
                 float *d = rs->d_final_hidden + (size_t)rows[i0 + i] * C;
                 const float *s = rs->head_dh + (size_t)i * C;
@@ -64,4 +115,3 @@ int lm_head_logprobs(const Model *m, RunState *rs, const int *rows, const int *t
     }
     return 0;
 }
-

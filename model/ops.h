@@ -2,10 +2,13 @@
 //
 // Buffers are row-major (N rows = tokens, features). Backward functions compute gradients with
 // respect to activations only (weights are frozen); each says whether it writes (=) or
-// accumulates (+=) into its input gradient. Every matrix product is one cblas_sgemm over all rows.
+// accumulates (+=) into its input gradient. Every matrix product is one par_sgemm over all rows
+// (blocks of single-threaded cblas_sgemm, model/parallel.h); loops run over par_for on tasks whose
+// cut depends only on the shape, so results are bit-identical for any thread count.
 #ifndef FTK_OPS_H
 #define FTK_OPS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -74,6 +77,35 @@ void lora_backward(float *dx, const float *dout, int ldo, const float *x, int N,
                    int use_dropout, uint64_t rng_at_forward, float *scratch, size_t scratch_floats);
 // Scratch floats per row that lora_forward/backward need to process one row per chunk.
 size_t lora_scratch_floats(int in, int r);
+
+// ---- vectorisable exp (Cephes-style range reduction; plain C that gcc vectorises at -O3) ----
+// exp(x) within 2 ulp for x in [-87.33, 88.37] (the normal-float range); below it returns 0,
+// above it +inf. n = round(x log2 e) by the 1.5*2^23 trick, r = x - n ln 2 in two parts (the
+// high part has 9 significant bits, so n * EXP_LN2_HI is exact), exp(r) by a degree-7 polynomial
+// on |r| <= ln2/2, and 2^n put straight into the exponent bits.
+static inline float exp_poly(float x) {
+    const float xc = x < -87.33654f ? -87.33654f : (x > 88.37626f ? 88.37626f : x);
+    const float t = xc * 1.44269504088896341f + 12582912.0f;
+    const float n = t - 12582912.0f;
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float er = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) << 23};
+    const float y = er * two_n.f;
+    return x < -87.33654f ? 0.0f : (x > 88.37626f ? INFINITY : y);
+}
+
+// x[j] = exp(x[j] - shift) for j < n; returns their sum, accumulated in 16 fixed lanes (the same
+// order whatever the caller, so results do not depend on threads; vectorised).
+float exp_shift_sum(float *x, int n, float shift);
+// max of x[0..n) (n >= 1), vectorised.
+float row_max(const float *x, int n);
 
 // ---- causal self-attention, batched per (sequence, head) with sgemm (attention.c) ----
 typedef struct {

@@ -20,6 +20,7 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
     atomic_ulong generation;         // bumped once per job
+    unsigned long start_generation;  // generation when the workers were created
     atomic_int pending;              // workers still running the current job
     int stop;
     ParTaskFn fn;                    // the current job
@@ -50,7 +51,9 @@ static void run_share(int t, int n) {
 static void *worker_main(void *arg) {
     const int t = (int)(long)arg;
     tls_thread_id = t;
-    unsigned long seen = atomic_load(&pool.generation);
+    // The generation when the pool was started, not the current one: a job published before this
+    // thread first runs must not be taken for one already seen (it would never finish).
+    unsigned long seen = pool.start_generation;
     for (;;) {
         unsigned long g;
         int spins = 0;
@@ -97,6 +100,7 @@ int par_set_threads(int n) {
     if (n == pool.n_threads) return n;
     if (pool.n_threads > 1) stop_workers();
     int started = 1;
+    pool.start_generation = atomic_load(&pool.generation);
     for (int t = 1; t < n; t++, started++)
         if (pthread_create(&pool.tid[t], NULL, worker_main, (void *)(long)t)) break;
     pool.n_threads = started;   // fewer if the system refused threads: still correct, only slower

@@ -8,7 +8,10 @@
 #include <stddef.h>
 
 // Best of `reps` timings of C = A B for n x n matrices (2 n^3 FLOPs each), after one untimed call,
-// with the current OpenBLAS thread count. Fills *gflops.
+// measured two ways at the pool's thread count (par_threads()): one cblas_sgemm under OpenBLAS's
+// own threading (set to that count for the measurement, then back to 1) and par_sgemm over ftk's
+// pool. bench_sgemm_peaks fills both; bench_sgemm_peak fills the larger (the honest peak).
+int bench_sgemm_peaks(int n, int reps, double *openblas_gflops, double *pool_gflops, char *err);
 int bench_sgemm_peak(int n, int reps, double *gflops, char *err);
 
 // Best of `reps` timings of reading buf (n floats, e.g. the model's weights) once, summing it, split
