@@ -3,18 +3,25 @@
 // A step runs R rows through the model; each row is (sequence, position, token or soft-prompt row).
 // Every projection is one sgemm over the R rows; K (after RoPE) and V of each row are written to its
 // sequence's cache, then each run of consecutive rows of one sequence attends over that sequence's
-// cache (attention_cached). Prefill = the rows of one prompt; decode = one row per live sequence.
+// cache (attention_cached_runs). Prefill = the rows of one prompt; decode = one row per live sequence.
+//
+// Threads: the products go through par_sgemm (linear_forward, lora_forward, lm_head_logits: a
+// single row is a matrix-vector product over blocks of weight rows, so batch-1 decode streams the
+// weights on every thread), attention runs over the pool by (sequence, kv head); every buffer a
+// step touches is allocated with the cache, so the decode loop allocates nothing. Results are
+// bit-identical for any thread count (the cuts depend only on the shapes).
 #include "model/generate.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/attention_cached.h"
 #include "model/common.h"
 #include "model/ops.h"
+#include "model/parallel.h"
 
-#define PREFILL_CHUNK 128          // rows per prefill step
+#define PREFILL_CHUNK 128          // rows per prefill step (at most)
 #define LORA_SCRATCH_RANK 64       // LoRA scratch holds all rows at once up to this rank
 
 struct KVCache {
@@ -25,10 +32,13 @@ struct KVCache {
     int *len;              // (n_seqs) positions filled
     unsigned *mark;        // (n_seqs) stamp used to check that a decode batch has distinct sequences
     unsigned stamp;
-    // scratch for one step of up to R rows
+    // scratch for one step of up to R = max(n_seqs, PREFILL_CHUNK) rows
     int R;
     int *row_seq, *row_pos, *row_tok;   // row_tok < 0: soft-prompt row -1 - row_tok
-    float *x, *h, *mean, *rstd, *qkvb, *att, *branch, *pre, *act, *rope_cos, *rope_sin, *scores;
+    float *x, *h, *mean, *rstd, *qkvb, *att, *branch, *pre, *act, *rope_cos, *rope_sin;
+    CachedRun *runs;       // (R) the attention runs of a step
+    float *scores;         // attention scratch of every (run, kv head) task of a step
+    size_t scores_n;
     float *lora_scratch;
     size_t lora_n;
     void *mem;
@@ -57,24 +67,34 @@ int kvcache_create(KVCache **out, const Model *m, int n_seqs, int max_len, char 
     const size_t R = kv->R, C = c->dim, F = c->ffn_dim;
     size_t in_max = C > F ? C : F;   // widest input of any linear a LoRA can sit on
     if ((size_t)kv->qd > in_max) in_max = kv->qd;
-    const size_t group = (size_t)(c->n_heads / c->n_kv_heads);
+    const size_t group = (size_t)(c->n_heads / c->n_kv_heads), n_kv = (size_t)c->n_kv_heads;
     kv->lora_n = R * lora_scratch_floats((int)in_max, LORA_SCRATCH_RANK);
-    size_t cache_floats, per_row = 3 * C + kv->qkv + kv->qd + kv->pre_w + F + 2 + (size_t)c->head_dim;
-    size_t scores = (R > group ? R : group) * (size_t)max_len, scratch_floats, total;
-    if (ftk_mul((size_t)n_seqs * c->n_layers, (size_t)max_len * kv->kvd, &cache_floats) ||
-        ftk_mul(cache_floats, 2, &cache_floats) || ftk_add(R * per_row, scores, &scratch_floats) ||
+    // Attention scratch (attention_cached_task_floats per task): a prefill step is one run of up to
+    // PREFILL_CHUNK rows, n_kv tasks of max(rows, group) * max_len; a decode step is up to n_seqs
+    // runs of one row, n_seqs * n_kv tasks of group * max_len.
+    const size_t chunk = PREFILL_CHUNK > group ? PREFILL_CHUNK : group;
+    size_t prefill_scores, decode_scores;
+    size_t cache_floats, per_row = 3 * C + kv->qkv + kv->qd + kv->pre_w + F + 2 + (size_t)c->head_dim, scratch_floats, total;
+    const size_t runs_bytes = (R * sizeof(CachedRun) + 63) & ~(size_t)63;
+    if (ftk_mul(n_kv * chunk, (size_t)max_len, &prefill_scores) ||
+        ftk_mul((size_t)n_seqs * n_kv * group, (size_t)max_len, &decode_scores) ||
+        ftk_mul((size_t)n_seqs * c->n_layers, (size_t)max_len * kv->kvd, &cache_floats) ||
+        ftk_mul(cache_floats, 2, &cache_floats) ||
+        ftk_add(R * per_row, prefill_scores > decode_scores ? prefill_scores : decode_scores, &scratch_floats) ||
         ftk_add(scratch_floats, kv->lora_n, &scratch_floats) || ftk_add(cache_floats, scratch_floats, &total) ||
-        ftk_mul(total, sizeof(float), &total)) {
+        ftk_mul(total, sizeof(float), &total) || ftk_add(total, runs_bytes, &total)) {
         free(kv);
         return ftk_err(err, "kv cache: %d sequences x %d positions overflow", n_seqs, max_len);
     }
+    kv->scores_n = prefill_scores > decode_scores ? prefill_scores : decode_scores;
     size_t int_bytes = (2 * (size_t)n_seqs + 3 * R) * sizeof(int);
     kv->mem = calloc(1, total + int_bytes);
     if (!kv->mem) {
         free(kv);
         return ftk_err(err, "kv cache: out of memory for %zu bytes (%d sequences x %d positions)", total, n_seqs, max_len);
     }
-    float *p = kv->mem;
+    kv->runs = kv->mem;
+    float *p = (float *)((char *)kv->mem + runs_bytes);
     kv->k = p; p += cache_floats / 2;
     kv->v = p; p += cache_floats / 2;
     kv->x = p; p += R * C;
@@ -88,7 +108,7 @@ int kvcache_create(KVCache **out, const Model *m, int n_seqs, int max_len, char 
     kv->rstd = p; p += R;
     kv->rope_cos = p; p += R * (size_t)(c->head_dim / 2);
     kv->rope_sin = p; p += R * (size_t)(c->head_dim / 2);
-    kv->scores = p; p += scores;
+    kv->scores = p; p += kv->scores_n;
     kv->lora_scratch = p; p += kv->lora_n;
     int *ip = (int *)p;
     kv->len = ip; ip += n_seqs;
@@ -147,6 +167,28 @@ static void embed_rows(const Model *m, const ModelAdapters *ad, KVCache *kv, int
     }
 }
 
+// Runs of consecutive rows of one sequence attend together over that sequence's cache; all runs
+// (and kv heads) of the step in one par_for.
+static void attend_rows(KVCache *kv, int l, int n) {
+    const ModelConfig *c = &kv->cfg;
+    const int group = c->n_heads / c->n_kv_heads;
+    int n_runs = 0;
+    size_t task_floats = 0;
+    for (int r0 = 0; r0 < n;) {
+        int r1 = r0 + 1;
+        while (r1 < n && kv->row_seq[r1] == kv->row_seq[r0] && kv->row_pos[r1] == kv->row_pos[r1 - 1] + 1) r1++;
+        const size_t at = cache_index(kv, kv->row_seq[r0], l, 0);
+        kv->runs[n_runs++] = (CachedRun){kv->att + (size_t)r0 * kv->qd, kv->qkvb + (size_t)r0 * kv->qkv, kv->k + at,
+                                         kv->v + at, r1 - r0, kv->row_pos[r0]};
+        const size_t need = attention_cached_task_floats(r1 - r0, kv->row_pos[r0] + r1 - r0, group);
+        if (need > task_floats) task_floats = need;
+        r0 = r1;
+    }
+    // fits kv->scores: prefill is one run of <= PREFILL_CHUNK rows, decode n_seqs runs of one row
+    attention_cached_runs(kv->runs, n_runs, kv->qd, kv->qkv, c->n_heads, c->n_kv_heads, c->head_dim, kv->scores,
+                          task_floats);
+}
+
 static const LoraSlot QKV_SLOTS[] = {LSLOT_Q, LSLOT_K, LSLOT_V, LSLOT_QKV};
 static const LoraSlot O_SLOT[] = {LSLOT_O};
 static const LoraSlot GATE_UP_SLOTS[] = {LSLOT_GATE, LSLOT_UP};
@@ -173,16 +215,7 @@ static void step_rows(const Model *m, const ModelAdapters *ad, KVCache *kv, int 
             memcpy(kv->k + at, row + kv->qd, (size_t)kv->kvd * sizeof(float));
             memcpy(kv->v + at, row + kv->qd + kv->kvd, (size_t)kv->kvd * sizeof(float));
         }
-        // runs of consecutive rows of one sequence attend together over that sequence's cache
-        for (int r0 = 0; r0 < n;) {
-            int r1 = r0 + 1;
-            while (r1 < n && kv->row_seq[r1] == kv->row_seq[r0] && kv->row_pos[r1] == kv->row_pos[r1 - 1] + 1) r1++;
-            size_t at = cache_index(kv, kv->row_seq[r0], l, 0);
-            attention_cached(kv->att + (size_t)r0 * kv->qd, kv->qd, kv->qkvb + (size_t)r0 * kv->qkv, kv->qkv,
-                             kv->k + at, kv->v + at, r1 - r0, kv->row_pos[r0], c->n_heads, c->n_kv_heads, hd,
-                             kv->scores);
-            r0 = r1;
-        }
+        attend_rows(kv, l, n);
         linear_forward(kv->branch, kv->att, w->wo, w->bo, n, kv->qd, C);   // (n, q_dim) @ (q_dim, C)
         apply_hooks(kv, ad, l, O_SLOT, 1, kv->branch, C, kv->att, n);
         residual_forward(kv->x, kv->x, kv->branch, (size_t)n * C);
@@ -233,7 +266,7 @@ int kvcache_prefill(const Model *m, const ModelAdapters *ad, KVCache *kv, int se
             return ftk_err(err, "prefill: token id %d outside the vocabulary (%d)", tokens[i], m->cfg.vocab_size);
     int n = 0;
     for (int j = 0; j < total; j += n) {
-        n = total - j < kv->R ? total - j : kv->R;
+        n = total - j < PREFILL_CHUNK ? total - j : PREFILL_CHUNK;
         for (int r = 0; r < n; r++) {
             kv->row_seq[r] = seq;
             kv->row_pos[r] = start + j + r;
