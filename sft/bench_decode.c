@@ -55,6 +55,9 @@ int bench_decode(const Model *m, const ModelAdapters *ad, int batch, int prompt_
     }
     qsort(dt, (size_t)n_new, sizeof(double), cmp_double);
     out->steps = n_new;
+    // step k (from 0) attends over prompt_len + k + 1 positions of every layer's K and V, per sequence
+    const double mean_len = prompt_len + 0.5 * (n_new + 1);
+    out->kv_bytes_step = (double)batch * m->cfg.n_layers * 2.0 * model_kv_dim(&m->cfg) * sizeof(float) * mean_len;
     out->ms_step_min = dt[0] * 1e3;
     out->ms_step_median = (n_new % 2 ? dt[n_new / 2] : 0.5 * (dt[n_new / 2 - 1] + dt[n_new / 2])) * 1e3;
     out->tok_s = batch / (out->ms_step_median * 1e-3);
@@ -82,4 +85,8 @@ size_t bench_decode_weight_bytes(const Model *m, const ModelAdapters *ad) {
             if (h->r > 0) floats += (size_t)h->r * (h->in + h->out);
         }
     return floats * sizeof(float);
+}
+
+double bench_decode_bound_tok_s(int batch, size_t weight_bytes, double kv_bytes_step, double bytes_per_s) {
+    return batch * bytes_per_s / ((double)weight_bytes + kv_bytes_step);
 }
