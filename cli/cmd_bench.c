@@ -21,6 +21,7 @@
 
 #include "cli/cli.h"
 #include "model/common.h"
+#include "model/parallel.h"
 #include "model/synthetic.h"
 #include "model/weights_bf16.h"
 #include "sft/bench_decode.h"
@@ -127,6 +128,7 @@ typedef struct {
     int peak_n;
     const char *json_path;
     const char *params_prefix;
+    int decode_only;         // --decode-only: no training step
     int base_bf16;           // --base-dtype bf16: linear weights stored as bf16 (no decode: generation needs fp32)
 } BenchOptions;
 
@@ -142,6 +144,51 @@ static int parse_int_list(const char *s, int *out, int cap) {
         if (*end && *end != ',') return -1;
     }
     return n;
+}
+
+// Decode tokens/s at each --decode-batch against the bandwidth bound (bw measured at o->threads);
+// appends one object per batch to dec (NULL: print only).
+static void bench_decodes(const Model *m, const ModelAdapters *hooks, const BenchOptions *o, const ModelConfig *cfg,
+                          double bw, cJSON *dec) {
+    char err[FTK_ERR_LEN];
+    (void)cfg;   // only the profiler reads it
+    const size_t wbytes = bench_decode_weight_bytes(m, hooks);
+    for (int k = 0; k < o->n_decode_batches; k++) {
+        const int nb = o->decode_batches[k];
+        BenchDecode d;
+        CpuMeter cm;
+        cpu_meter_start(&cm);
+#ifdef FTK_PROFILE
+        ProfResetCtx pr = {cfg, o->step.lora_r};
+        if (bench_decode(m, hooks, nb, o->decode_prompt, o->decode_tokens, o->step.seed, prof_reset_cb, &pr, &d, err))
+            cli_die("%s", err);
+#else
+        if (bench_decode(m, hooks, nb, o->decode_prompt, o->decode_tokens, o->step.seed, NULL, NULL, &d, err))
+            cli_die("%s", err);
+#endif
+        const double foreign = cpu_meter_foreign(&cm);
+        // every step reads the weights once for all nb rows, and each sequence's K/V cache
+        const double bound = bench_decode_bound_tok_s(nb, wbytes, d.kv_bytes_step, bw);
+        printf("decode batch %d: %.1f tokens/s (median step %.1f ms, min %.1f, %d steps after a %d-token prompt; "
+               "prefill %.2f s) | bandwidth bound %.1f tokens/s (%.1f MB of fp32 weights + %.1f MB of KV cache per "
+               "step / %.2f GB/s) -> %.2fx the bound's time | foreign %.2f cores\n",
+               nb, d.tok_s, d.ms_step_median, d.ms_step_min, d.steps, o->decode_prompt, d.prefill_s, bound,
+               wbytes / 1e6, d.kv_bytes_step / 1e6, bw * 1e-9, bound / d.tok_s, foreign);
+#ifdef FTK_PROFILE
+        prof_report("decode step", d.steps, d.decode_s);
+#endif
+        cJSON *o1 = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o1, "batch", nb);
+        cJSON_AddNumberToObject(o1, "tok_s", d.tok_s);
+        cJSON_AddNumberToObject(o1, "ms_step_median", d.ms_step_median);
+        cJSON_AddNumberToObject(o1, "bound_tok_s", bound);
+        cJSON_AddNumberToObject(o1, "weight_mb", wbytes / 1e6);
+        cJSON_AddNumberToObject(o1, "kv_mb", d.kv_bytes_step / 1e6);
+        cJSON_AddNumberToObject(o1, "foreign_cores", foreign);
+        if (dec) cJSON_AddItemToArray(dec, o1);
+        else cJSON_Delete(o1);
+        fflush(stdout);
+    }
 }
 
 // Runs the whole benchmark of one shape and prints as it goes; exits 1 on failure.
@@ -192,6 +239,14 @@ static void bench_model(const char *name, const BenchOptions *o) {
            "of weights, best of 3)\n",
            o->peak_gflops, o->peak_n, bw * 1e-9, o->threads, fp32_weight_bytes / 1e6);
     fflush(stdout);
+    if (o->decode_only) {   // the adapter as initialised (its reads cost the same as a trained one's)
+        ModelAdapters hooks;
+        adapters_hooks(&bs.adapters, 0, &hooks);
+        bench_decodes(&m, &hooks, o, &cfg, bw, NULL);
+        bench_step_free(&bs);
+        model_free(&m);
+        return;
+    }
 
     // training steps, with the peer's interference rule
     const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -340,37 +395,7 @@ static void bench_model(const char *name, const BenchOptions *o) {
     cJSON *dec = cJSON_AddArrayToObject(res, "decode");
     ModelAdapters hooks;
     adapters_hooks(&bs.adapters, 0, &hooks);
-    const size_t wbytes = bench_decode_weight_bytes(&m, &hooks);
-    for (int k = 0; k < o->n_decode_batches; k++) {
-        const int nb = o->decode_batches[k];
-        BenchDecode d;
-#ifdef FTK_PROFILE
-        ProfResetCtx pr = {&cfg, sc->lora_r};
-        if (bench_decode(&m, &hooks, nb, o->decode_prompt, o->decode_tokens, sc->seed, prof_reset_cb, &pr, &d, err))
-            cli_die("%s", err);
-#else
-        if (bench_decode(&m, &hooks, nb, o->decode_prompt, o->decode_tokens, sc->seed, NULL, NULL, &d, err))
-            cli_die("%s", err);
-#endif
-        // every step reads the weights once for all nb rows
-        const double bound = nb * bw / (double)wbytes;
-        printf("decode batch %d: %.1f tokens/s (median step %.1f ms, min %.1f, %d steps after a %d-token prompt; "
-               "prefill %.2f s) | bandwidth bound %.1f tokens/s (%.1f MB of fp32 weights per step / %.2f GB/s) -> "
-               "%.2fx the bound's time\n",
-               nb, d.tok_s, d.ms_step_median, d.ms_step_min, d.steps, o->decode_prompt, d.prefill_s, bound,
-               wbytes / 1e6, bw * 1e-9, bound / d.tok_s);
-#ifdef FTK_PROFILE
-        prof_report("decode step", d.steps, d.decode_s);
-#endif
-        cJSON *o1 = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o1, "batch", nb);
-        cJSON_AddNumberToObject(o1, "tok_s", d.tok_s);
-        cJSON_AddNumberToObject(o1, "ms_step_median", d.ms_step_median);
-        cJSON_AddNumberToObject(o1, "bound_tok_s", bound);
-        cJSON_AddNumberToObject(o1, "weight_mb", wbytes / 1e6);
-        cJSON_AddItemToArray(dec, o1);
-        fflush(stdout);
-    }
+    bench_decodes(&m, &hooks, o, &cfg, bw, dec);
 
     char *line = cJSON_PrintUnformatted(res);
     printf("RESULT %s\n", line ? line : "{}");
@@ -411,6 +436,7 @@ int cmd_bench(int argc, char **argv) {
         {"--decode-tokens", FLAG_INT, "32", "decode steps per batch size"},
         {"--decode-prompt", FLAG_INT, "32", "prompt tokens prefilled before decoding"},
         {"--no-decode", FLAG_BOOL, NULL, "skip the decode measurement"},
+        {"--decode-only", FLAG_BOOL, NULL, "skip the training steps: only the decode measurement (no RESULT line)"},
         {"--peak-size", FLAG_INT, "2048", "n of the n x n x n sgemm that measures the peak"},
         {"--max-foreign", FLAG_FLOAT, "0.1", "drop steps during which other processes used more than (idle cores + this) "
                                              "cores; a dropped step is replaced, up to 3x --steps runs"},
@@ -450,6 +476,7 @@ int cmd_bench(int argc, char **argv) {
     o.n_warmup = cli_int(&cmd, "--warmup");
     o.max_foreign = cli_float(&cmd, "--max-foreign");
     o.quiet_wait = cli_float(&cmd, "--quiet-wait");
+    o.decode_only = cli_bool(&cmd, "--decode-only");
     o.decode_tokens = cli_int(&cmd, "--decode-tokens");
     o.decode_prompt = cli_int(&cmd, "--decode-prompt");
     o.json_path = cli_str(&cmd, "--json");
@@ -484,7 +511,7 @@ int cmd_bench(int argc, char **argv) {
     if (n_models == 0) cli_usage_error(&cmd, "--model expects gpt2 and/or llama");
 
     cli_set_threads(cli_int(&cmd, "--threads"));
-    o.threads = openblas_get_num_threads();
+    o.threads = par_threads();   // ftk's pool (OpenBLAS itself runs single-threaded)
     char err[FTK_ERR_LEN];
     o.peak_n = cli_int(&cmd, "--peak-size");
     if (bench_sgemm_peak(o.peak_n, 3, &o.peak_gflops, err)) cli_die("%s", err);
