@@ -5,7 +5,8 @@
 //     batch-1 cache: every step's logits equal model_forward + lm_head_logits over the whole
 //     sequence within 1e-4 absolute (logits of magnitude ~5), and the greedy tokens are the
 //     argmax of the full forward's logits;
-//   - the same runs at 1 and 2 threads give bit-identical logits and tokens (prefill included).
+//   - the same runs at 1 and 2 threads give bit-identical logits and tokens (prefill included);
+//   - the decode bench's bound counts the K/V cache bytes a step reads.
 #include "tests/testutil.h"
 
 #include <math.h>
@@ -18,6 +19,7 @@
 #include "model/parallel.h"
 #include "model/synthetic.h"
 #include "model/transformer.h"
+#include "sft/bench_decode.h"
 
 #define N_SEQ 8
 #define N_NEW 12     // logits rows per sequence: the prefill's, then N_NEW - 1 decode steps
@@ -156,10 +158,27 @@ static void run_arch(Arch arch) {
 static void test_decode_llama(void **state) { (void)state; run_arch(ARCH_LLAMA); }
 static void test_decode_gpt2(void **state) { (void)state; run_arch(ARCH_GPT2); }
 
+// bench_decode: batch 3, 5-token prompts, 4 steps: step k reads 5 + k + 1 positions of K and V in
+// each of the 2 layers, kv_dim 16 (2 kv heads x 8); the bound is batch * bw / (weights + cache).
+static void test_bench_kv_bytes(void **state) {
+    (void)state;
+    char err[FTK_ERR_LEN];
+    Fixture *f = calloc(1, sizeof *f);
+    fixture_init(f, ARCH_LLAMA);
+    BenchDecode d;
+    assert_int_equal(bench_decode(&f->m, &f->ad, 3, 5, 4, 1, NULL, NULL, &d, err), 0);
+    const double mean_len = (6 + 7 + 8 + 9) / 4.0;
+    assert_true(fabs(d.kv_bytes_step - 3 * 2 * 2 * 16 * 4 * mean_len) < 1e-9);
+    assert_true(fabs(bench_decode_bound_tok_s(3, 1000, 500.0, 3e9) - 3 * 3e9 / 1500.0) < 1e-3);
+    model_free(&f->m);
+    free(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode_llama),
         cmocka_unit_test(test_decode_gpt2),
+        cmocka_unit_test(test_bench_kv_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
