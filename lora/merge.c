@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "model/common.h"
+#include "model/parallel.h"
 
 int lora_combination_parse(const char *s, LoraCombination *out, char *err) {
     if (s && !strcmp(s, "cat")) *out = COMBINE_CAT;
@@ -167,8 +168,8 @@ int lora_merge_hooks(Model *m, const LoraHook *hooks, char *err) {
             if (!W) return ftk_err(err, "merge into %s: layer %d has no module for LoRA slot %d", m->path, l, s);
             if (!isfinite(h->scale)) return ftk_err(err, "merge into %s: layer %d: scale is not finite", m->path, l);
             // W[off:off+out, :] += scale * B A :  (out, r) @ (r, in) -> (out, in), accumulated (beta 1)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, h->out, h->in, h->r, h->scale, h->B, h->r, h->A,
-                        h->in, 1.0f, W + (size_t)h->out_offset * h->in, h->in);
+            par_sgemm(CblasNoTrans, CblasNoTrans, h->out, h->in, h->r, h->scale, h->B, h->r, h->A, h->in, 1.0f,
+                      W + (size_t)h->out_offset * h->in, h->in);
         }
     }
     // A NaN/Inf in an adapter would silently poison the model: check what was touched (PEFT's safe_merge).

@@ -162,17 +162,30 @@ void par_free_scratch(void) {
 // ---------------------------------------------------------------------------------------------
 // blocked sgemm
 
-#define SGEMM_MIN_BLOCK 256   // rows/columns per block: smaller blocks repack the other operand too often
+// The cut, from the shape alone. Blocks of rows of C when M >= N, else of columns (the longer side,
+// so each block still sees whole panels of the other operand), never along K. The block count is a
+// power of two (2 or 4 threads then get equal shares), at most SGEMM_MAX_BLOCKS, with at least
+// SGEMM_MIN_BLOCK rows/columns and SGEMM_MIN_FLOPS per block: small products (LoRA, decode) are not
+// cut into pieces whose call overhead and operand re-packing would cost more than they gain.
+// Measured one thread, Haswell kernels: LM-head logits 256 x 32000 x 768 in 8 column blocks at
+// 94 GFLOP/s vs 95 uncut, dh 256 x 768 x 32000 in 4 column blocks within noise of uncut, the
+// 1024-row linears in 8 blocks of 128 rows within 3%.
+#define SGEMM_MIN_BLOCK 128
 #define SGEMM_MAX_BLOCKS 8
+#define SGEMM_MIN_FLOPS 4e6
+#define GEMV_MIN_BLOCK 256    // gemv (M == 1): output columns per block
 
 void par_sgemm_blocks(int M, int N, int K, int *by_rows, int *n_blocks, int *block) {
-    (void)K;
     *by_rows = M > 1 && M >= N;
     const int dim = *by_rows ? M : N;
-    int nb = dim / SGEMM_MIN_BLOCK;
-    if (M == 1) nb = N / 64;   // gemv: blocks of >= 64 output columns
-    if (nb > SGEMM_MAX_BLOCKS) nb = SGEMM_MAX_BLOCKS;
-    if (nb < 1) nb = 1;
+    const double flops = 2.0 * M * N * (double)(K > 0 ? K : 1);
+    int nb = 1;
+    if (M == 1) {
+        while (nb * 2 <= SGEMM_MAX_BLOCKS && dim / (nb * 2) >= GEMV_MIN_BLOCK) nb *= 2;
+    } else {
+        while (nb * 2 <= SGEMM_MAX_BLOCKS && dim / (nb * 2) >= SGEMM_MIN_BLOCK && flops / (nb * 2) >= SGEMM_MIN_FLOPS)
+            nb *= 2;
+    }
     *block = (dim + nb - 1) / nb;
     *n_blocks = (dim + *block - 1) / *block;
 }

@@ -73,7 +73,9 @@ static void test_par_sgemm(void **state) {
     (void)state;
     // odd sizes, M = 1 (gemv), N = 1, and shapes large enough to be cut into blocks
     static const int shapes[][3] = {{1, 1, 1}, {1, 700, 33}, {1, 1300, 257}, {3, 5, 7}, {37, 1, 19},
-                                    {130, 97, 61}, {515, 131, 40}, {129, 1029, 50}, {700, 3, 9}, {260, 600, 33}};
+                                    {130, 97, 61}, {515, 131, 40}, {700, 3, 9},
+                                    // cut into 2, 4 and 8 blocks (par_sgemm_blocks)
+                                    {1030, 257, 16}, {260, 600, 33}, {300, 2100, 40}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++) {
@@ -102,6 +104,14 @@ static void test_par_sgemm_blocks(void **state) {
         assert_true(nb[0] >= 1 && blk[0] >= 1);
         assert_true((long)(nb[0] - 1) * blk[0] < dim && (long)nb[0] * blk[0] >= dim);
     }
+    // the shapes test_par_sgemm relies on are really cut
+    int by_rows, nb, blk;
+    par_sgemm_blocks(300, 2100, 40, &by_rows, &nb, &blk);
+    assert_true(!by_rows && nb == 8);
+    par_sgemm_blocks(1030, 257, 16, &by_rows, &nb, &blk);
+    assert_true(by_rows && nb == 2);
+    par_sgemm_blocks(1, 1300, 257, &by_rows, &nb, &blk);
+    assert_true(!by_rows && nb == 4);
 }
 
 // ---------------------------------------------------------------------------------------------
