@@ -1,11 +1,16 @@
 // attention.c — causal softmax self-attention with GQA, soft-prompt positions and packing masks,
-// batched per (sequence, head): scores and outputs are sgemms over blocks of query rows against
-// every key those rows can see (the upper triangle beyond the block is never computed).
+// fused: the (T, T) scores are never stored. Each task of the pool is one (sequence, kv head)
+// pair (the query heads of a GQA group write the same dK/dV columns, so they share a task) and
+// runs single-threaded cblas_sgemm on a tile of ATT_BLOCK query rows against every key those
+// rows can see (the upper triangle beyond the tile is never computed), in its thread's scratch.
+// Forward keeps only each row's log-sum-exp; backward recomputes the tile's probabilities from
+// Q, K and it. Tasks and tiles depend only on the shape: results are the same for any thread count.
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "model/ops.h"
+#include "model/parallel.h"
 
 // May query position i of sequence b see key position j (j <= i)? Virtual positions (< nv) are seen
 // by everyone; with packing, real positions only see their own segment.
@@ -16,93 +21,132 @@ static int attn_allowed(const AttnShape *s, int b, int i, int j) {
     return s->seg[b * Tt + i - s->nv] == s->seg[b * Tt + j - s->nv];
 }
 
-// Causal attention skips the masked upper triangle by working in blocks of ATT_BLOCK query rows:
-// rows [i0, i1) only need keys [0, i1).
+// Query rows per tile: rows [i0, i0 + ATT_BLOCK) only need keys [0, i0 + ATT_BLOCK).
 #define ATT_BLOCK 64
 
-// Softmax of rows [i0, i1) of the (T, T) scores of sequence b in place (columns < i1 computed),
-// masked entries and columns past the diagonal set to 0.
-static void softmax_masked(float *S, const AttnShape *s, int b, int i0, int i1) {
-    const int T = s->T;
-    for (int i = i0; i < i1; i++) {
-        float *row = S + (size_t)i * T;
-        float mx = -INFINITY;
+// Masks row i of a score tile (keys columns): entries the row may not see become -inf, so that
+// exp gives exactly 0. Without packing only the columns past the diagonal are masked.
+static void mask_row(float *row, const AttnShape *s, int b, int i, int keys) {
+    if (s->seg)
         for (int j = 0; j <= i; j++)
-            if (attn_allowed(s, b, i, j) && row[j] > mx) mx = row[j];
-        float sum = 0.0f;
-        for (int j = 0; j <= i; j++) {
-            float e = attn_allowed(s, b, i, j) ? expf(row[j] - mx) : 0.0f;
-            row[j] = e;
-            sum += e;
+            if (!attn_allowed(s, b, i, j)) row[j] = -INFINITY;
+    for (int j = i + 1; j < keys; j++) row[j] = -INFINITY;
+}
+
+typedef struct {
+    const AttnShape *s;
+    float *out, *lse;            // lse (B, H, T) or NULL
+    float *dqkv;
+    const float *qkv, *dout, *lse_in;
+} AttnJob;
+
+static void attn_dims(const AttnShape *s, int *qd, int *kvd, int *ld) {
+    *qd = s->n_heads * s->head_dim;
+    *kvd = s->n_kv_heads * s->head_dim;
+    *ld = *qd + 2 * *kvd;
+}
+
+// Task (b, kv head): forward of the query heads of that group in sequence b.
+static void attn_forward_task(void *ctx, int task) {
+    const AttnJob *job = ctx;
+    const AttnShape *s = job->s;
+    const int T = s->T, H = s->n_heads, hd = s->head_dim, group = H / s->n_kv_heads;
+    const int b = task / s->n_kv_heads, kh = task % s->n_kv_heads;
+    int qd, kvd, ld;
+    attn_dims(s, &qd, &kvd, &ld);
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *S = par_scratch((size_t)ATT_BLOCK * T);   // (rows, keys) tile, row stride T
+    if (!S) return;   // out of memory: nothing sensible to do inside a kernel (T is small)
+    const float *base = job->qkv + (size_t)b * T * ld;
+    const float *K = base + qd + kh * hd, *V = base + qd + kvd + kh * hd;
+    for (int h = kh * group; h < (kh + 1) * group; h++) {
+        const float *Q = base + h * hd;
+        float *O = job->out + (size_t)b * T * qd + h * hd;
+        float *lse = job->lse ? job->lse + ((size_t)b * H + h) * T : NULL;
+        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+            const int rows = T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, keys = i0 + rows;
+            // scores: (rows, hd) @ (hd, keys) -> (rows, keys)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale, Q + (size_t)i0 * ld, ld, K,
+                        ld, 0.0f, S, T);
+            for (int r = 0; r < rows; r++) {
+                float *row = S + (size_t)r * T;
+                mask_row(row, s, b, i0 + r, keys);
+                const float mx = row_max(row, i0 + r + 1);   // the diagonal is always allowed
+                const float sum = exp_shift_sum(row, keys, mx);   // masked entries: exp(-inf) = 0
+                const float inv = 1.0f / sum;
+                for (int j = 0; j < keys; j++) row[j] *= inv;
+                if (lse) lse[i0 + r] = mx + logf(sum);
+            }
+            // (rows, keys) @ (keys, hd) -> (rows, hd), into this head's columns of out
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, T, V, ld, 0.0f,
+                        O + (size_t)i0 * qd, qd);
         }
-        const float inv = 1.0f / sum;   // the diagonal is always allowed, so sum >= 1
-        for (int j = 0; j <= i; j++) row[j] *= inv;
-        for (int j = i + 1; j < T; j++) row[j] = 0.0f;
     }
 }
 
 void attention_forward(float *out, float *probs, const float *qkv, const AttnShape *s, int save_probs) {
-    const int T = s->T, H = s->n_heads, hd = s->head_dim, group = s->n_heads / s->n_kv_heads;
-    const int qd = H * hd, kvd = s->n_kv_heads * hd, ld = qd + 2 * kvd;
+    AttnJob job = {.s = s, .out = out, .lse = save_probs ? probs : NULL, .qkv = qkv};
+    par_for(s->B * s->n_kv_heads, attn_forward_task, &job);
+}
+
+// Task (b, kv head): backward of the query heads of that group in sequence b. Writes dQ of those
+// heads and dK, dV of the kv head (the sum over the group's heads, in head order).
+static void attn_backward_task(void *ctx, int task) {
+    const AttnJob *job = ctx;
+    const AttnShape *s = job->s;
+    const int T = s->T, H = s->n_heads, hd = s->head_dim, group = H / s->n_kv_heads;
+    const int b = task / s->n_kv_heads, kh = task % s->n_kv_heads;
+    int qd, kvd, ld;
+    attn_dims(s, &qd, &kvd, &ld);
     const float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < s->B; b++) {
-        const float *base = qkv + (size_t)b * T * ld;
-        for (int h = 0; h < H; h++) {
-            const int kh = h / group;
-            const float *Q = base + h * hd, *K = base + qd + kh * hd, *V = base + qd + kvd + kh * hd;
-            float *P = save_probs ? probs + ((size_t)b * H + h) * T * T : probs;
-            float *O = out + (size_t)b * T * qd + h * hd;
-            for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
-                const int rows = T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, keys = i0 + rows;
-                float *Pb = P + (size_t)i0 * T;
-                // scores: (rows, hd) @ (hd, keys) -> (rows, keys)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale, Q + (size_t)i0 * ld, ld,
-                            K, ld, 0.0f, Pb, T);
-                softmax_masked(P, s, b, i0, i0 + rows);
-                // (rows, keys) @ (keys, hd) -> (rows, hd), into this head's columns of out
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, Pb, T, V, ld, 0.0f,
-                            O + (size_t)i0 * qd, qd);
+    float *P = par_scratch((size_t)2 * ATT_BLOCK * T);   // (rows, keys) probabilities, then dP; stride T
+    if (!P) return;
+    float *dP = P + (size_t)ATT_BLOCK * T;
+    const float *base = job->qkv + (size_t)b * T * ld;
+    float *dbase = job->dqkv + (size_t)b * T * ld;
+    const float *K = base + qd + kh * hd, *V = base + qd + kvd + kh * hd;
+    float *dK = dbase + qd + kh * hd, *dV = dbase + qd + kvd + kh * hd;
+    for (int t = 0; t < T; t++) {
+        memset(dK + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
+        memset(dV + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
+    }
+    for (int h = kh * group; h < (kh + 1) * group; h++) {
+        const float *Q = base + h * hd, *lse = job->lse_in + ((size_t)b * H + h) * T;
+        const float *dO = job->dout + (size_t)b * T * qd + h * hd;
+        float *dQ = dbase + h * hd;
+        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+            const int rows = T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, keys = i0 + rows;
+            const float *dOb = dO + (size_t)i0 * qd, *Qb = Q + (size_t)i0 * ld;
+            // P = exp(scale Q K^T - lse): (rows, hd) @ (hd, keys) -> (rows, keys), masked entries 0
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale, Qb, ld, K, ld, 0.0f, P, T);
+            for (int r = 0; r < rows; r++) {
+                float *row = P + (size_t)r * T;
+                mask_row(row, s, b, i0 + r, keys);
+                exp_shift_sum(row, keys, lse[i0 + r]);
             }
+            // dP = dO V^T: (rows, hd) @ (hd, keys) -> (rows, keys)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dOb, qd, V, ld, 0.0f, dP, T);
+            // dV += P^T dO: (keys, rows) @ (rows, hd) -> (keys, hd)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, P, T, dOb, qd, 1.0f, dV, ld);
+            // softmax backward in place: dS = P * (dP - sum_j P dP); masked entries have P = 0
+            for (int r = 0; r < rows; r++) {
+                const float *p = P + (size_t)r * T;
+                float *d = dP + (size_t)r * T;
+                float dot = 0.0f;
+                for (int j = 0; j < keys; j++) dot += p[j] * d[j];
+                for (int j = 0; j < keys; j++) d[j] = p[j] * (d[j] - dot);
+            }
+            // dQ = scale dS K: (rows, keys) @ (keys, hd);  dK += scale dS^T Q: (keys, rows) @ (rows, hd)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, scale, dP, T, K, ld, 0.0f,
+                        dQ + (size_t)i0 * ld, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, scale, dP, T, Qb, ld, 1.0f, dK, ld);
         }
     }
 }
 
 void attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv, const float *probs,
                         const AttnShape *s) {
-    const int T = s->T, H = s->n_heads, hd = s->head_dim, group = s->n_heads / s->n_kv_heads;
-    const int qd = H * hd, kvd = s->n_kv_heads * hd, ld = qd + 2 * kvd;
-    const float scale = 1.0f / sqrtf((float)hd);
-    memset(dqkv, 0, (size_t)s->B * T * ld * sizeof(float));
-    for (int b = 0; b < s->B; b++) {
-        const float *base = qkv + (size_t)b * T * ld;
-        float *dbase = dqkv + (size_t)b * T * ld;
-        for (int h = 0; h < H; h++) {
-            const int kh = h / group;
-            const float *Q = base + h * hd, *K = base + qd + kh * hd, *V = base + qd + kvd + kh * hd;
-            float *dQ = dbase + h * hd, *dK = dbase + qd + kh * hd, *dV = dbase + qd + kvd + kh * hd;
-            const float *P = probs + ((size_t)b * H + h) * T * T;
-            const float *dO = dout + (size_t)b * T * qd + h * hd;
-            for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
-                const int rows = T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, keys = i0 + rows;
-                const float *Pb = P + (size_t)i0 * T, *dOb = dO + (size_t)i0 * qd, *Qb = Q + (size_t)i0 * ld;
-                float *dP = dprobs;   // (rows, keys), row stride T
-                // dP = dO V^T: (rows, hd) @ (hd, keys) -> (rows, keys)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dOb, qd, V, ld, 0.0f, dP, T);
-                // dV += P^T dO: (keys, rows) @ (rows, hd) -> (keys, hd)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, Pb, T, dOb, qd, 1.0f, dV, ld);
-                // softmax backward in place: dS = P * (dP - sum_j P dP); masked entries have P = 0
-                for (int r = 0; r < rows; r++) {
-                    const float *p = Pb + (size_t)r * T;
-                    float *d = dP + (size_t)r * T;
-                    float dot = 0.0f;
-                    for (int j = 0; j < keys; j++) dot += p[j] * d[j];
-                    for (int j = 0; j < keys; j++) d[j] = p[j] * (d[j] - dot);
-                }
-                // dQ = scale dS K: (rows, keys) @ (keys, hd);  dK += scale dS^T Q: (keys, rows) @ (rows, hd)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, scale, dP, T, K, ld, 0.0f,
-                            dQ + (size_t)i0 * ld, ld);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, scale, dP, T, Qb, ld, 1.0f, dK, ld);
-            }
-        }
-    }
+    (void)dprobs;   // the tiles live in each thread's scratch
+    AttnJob job = {.s = s, .dqkv = dqkv, .qkv = qkv, .dout = dout, .lse_in = probs};
+    par_for(s->B * s->n_kv_heads, attn_backward_task, &job);
 }

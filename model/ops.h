@@ -107,7 +107,7 @@ float exp_shift_sum(float *x, int n, float shift);
 // max of x[0..n) (n >= 1), vectorised.
 float row_max(const float *x, int n);
 
-// ---- causal self-attention, batched per (sequence, head) with sgemm (attention.c) ----
+// ---- causal self-attention, fused, over the pool by (sequence, kv head) (attention.c) ----
 typedef struct {
     int B, T;            // sequences, positions per sequence (nv virtual + Tt real)
     int n_heads, n_kv_heads, head_dim;
@@ -116,12 +116,14 @@ typedef struct {
                          // inside a segment (packing)
 } AttnShape;
 
-// qkv (B*T, q_dim + 2*kv_dim) rows [q | k | v] (after RoPE); out (B*T, q_dim).
-// probs: with save_probs, (B, n_heads, T, T) softmax probabilities kept for backward; otherwise
-// one (T, T) scratch reused for every head. Query head h reads kv head h / (n_heads/n_kv_heads).
+// qkv (B*T, q_dim + 2*kv_dim) rows [q | k | v] (after RoPE); out (B*T, q_dim). The scores exist
+// only as per-thread tiles of 64 query rows. With save_probs, the first B*n_heads*T floats of
+// probs receive each query row's log-sum-exp of its scaled scores, (B, n_heads, T), for backward;
+// otherwise probs is not touched (may be NULL). Query head h reads kv head h / (n_heads/n_kv_heads).
 void attention_forward(float *out, float *probs, const float *qkv, const AttnShape *s, int save_probs);
 // dqkv (B*T, qkv_dim) = gradient w.r.t. qkv (written; k/v blocks sum over the query heads of a
-// group). dout (B*T, q_dim). dprobs: (T, T) scratch.
+// group). dout (B*T, q_dim). probs: the log-sum-exps attention_forward saved; the probabilities
+// are recomputed tile by tile from Q, K and them. dprobs is unused (may be NULL).
 void attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv, const float *probs,
                         const AttnShape *s);
 
