@@ -6,6 +6,8 @@
 //     sequence within 1e-4 absolute (logits of magnitude ~5), and the greedy tokens are the
 //     argmax of the full forward's logits;
 //   - the same runs at 1 and 2 threads give bit-identical logits and tokens (prefill included);
+//   - generate() of 8 prompts, sampled at temperature 0.8 with top-k: the same tokens and log-probs
+//     at 1 and 2 threads (bitwise), log-probs within 1e-5 of a double log-softmax of the full forward;
 //   - the decode bench's bound counts the K/V cache bytes a step reads.
 #include "tests/testutil.h"
 
@@ -158,6 +160,59 @@ static void run_arch(Arch arch) {
 static void test_decode_llama(void **state) { (void)state; run_arch(ARCH_LLAMA); }
 static void test_decode_gpt2(void **state) { (void)state; run_arch(ARCH_GPT2); }
 
+static void test_generate_threads_logp(void **state) {
+    (void)state;
+    char err[FTK_ERR_LEN];
+    Fixture *f = calloc(1, sizeof *f);
+    fixture_init(f, ARCH_LLAMA);
+    const int V = f->m.cfg.vocab_size;
+    const int *prompts[N_SEQ];
+    for (int s = 0; s < N_SEQ; s++) prompts[s] = f->prompts[s];
+    GenParams p = gen_params_default();
+    p.max_new_tokens = N_NEW;
+    p.temperature = 0.8f;
+    p.top_k = 50;
+    int *toks[2][N_SEQ], lens[2][N_SEQ];
+    float *lps[2][N_SEQ];
+    for (int t = 0; t < 2; t++) {
+        par_set_threads(t + 1);
+        uint64_t rng = 99;
+        assert_int_equal(generate(&f->m, &f->ad, prompts, f->plens, N_SEQ, &p, &rng, toks[t], lens[t], lps[t], err), 0);
+    }
+    par_set_threads(1);
+    double worst = 0.0;
+    for (int s = 0; s < N_SEQ; s++) {
+        assert_int_equal(lens[0][s], N_NEW);
+        assert_int_equal(lens[1][s], N_NEW);
+        assert_memory_equal(toks[0][s], toks[1][s], N_NEW * sizeof(int));
+        assert_memory_equal(lps[0][s], lps[1][s], N_NEW * sizeof(float));
+        // reference: log_softmax in double of the full forward's logits
+        const int plen = f->plens[s], T = plen + N_NEW - 1;
+        int seq[64];
+        memcpy(seq, f->prompts[s], (size_t)plen * sizeof(int));
+        memcpy(seq + plen, toks[0][s], (size_t)(N_NEW - 1) * sizeof(int));
+        float *full;
+        assert_int_equal(model_logits_all(&f->m, &f->ad, seq, T, &full, err), 0);
+        for (int k = 0; k < N_NEW; k++) {
+            const float *z = full + (size_t)(plen - 1 + k) * V;
+            double mx = z[0], sum = 0.0;
+            for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
+            for (int j = 0; j < V; j++) sum += exp(z[j] - mx);
+            const double ref = z[toks[0][s][k]] - mx - log(sum), d = fabs(ref - lps[0][s][k]);
+            worst = d > worst ? d : worst;
+        }
+        free(full);
+        for (int t = 0; t < 2; t++) {
+            free(toks[t][s]);
+            free(lps[t][s]);
+        }
+    }
+    fprintf(stderr, "generate: log-probs vs double log-softmax of the full forward: max diff %.3g\n", worst);
+    assert_true(worst <= 1e-5);
+    model_free(&f->m);
+    free(f);
+}
+
 // bench_decode: batch 3, 5-token prompts, 4 steps: step k reads 5 + k + 1 positions of K and V in
 // each of the 2 layers, kv_dim 16 (2 kv heads x 8); the bound is batch * bw / (weights + cache).
 static void test_bench_kv_bytes(void **state) {
@@ -178,6 +233,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode_llama),
         cmocka_unit_test(test_decode_gpt2),
+        cmocka_unit_test(test_generate_threads_logp),
         cmocka_unit_test(test_bench_kv_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
