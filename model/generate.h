@@ -10,7 +10,10 @@
 typedef struct KVCache KVCache;
 
 // K (after RoPE) and V of n_seqs sequences of up to max_len (<= cfg.max_seq_len) positions:
-// 2 * n_seqs * n_layers * max_len * kv_dim floats, plus the scratch of one step (max(n_seqs, 128) rows).
+// 2 * n_seqs * n_layers * max_len * kv_dim floats, plus everything one step touches (activations of
+// max(n_seqs, 128) rows, attention scores max(n_kv_heads * max(128, group), n_seqs * n_heads) *
+// max_len floats), so prefill and decode never allocate. Steps run on ftk's pool (parallel.h) and
+// give the same bits at any thread count.
 int kvcache_create(KVCache **out, const Model *m, int n_seqs, int max_len, char *err);
 void kvcache_free(KVCache *kv);
 void kvcache_reset(KVCache *kv);          // all sequences back to length 0
