@@ -84,8 +84,17 @@ static void attn_forward_task(void *ctx, int task) {
     }
 }
 
-void attention_forward(float *out, float *probs, const float *qkv, const AttnShape *s, int save_probs) {
-    AttnJob job = {.s = s, .out = out, .lse = save_probs ? probs : NULL, .qkv = qkv};
+double attention_score_area(int T) {
+    double area = 0.0;
+    for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+        const int rows = T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK;
+        area += (double)rows * (i0 + rows);
+    }
+    return area;
+}
+
+void attention_forward(float *out, float *lse, const float *qkv, const AttnShape *s) {
+    AttnJob job = {.s = s, .out = out, .lse = lse, .qkv = qkv};
     par_for(s->B * s->n_kv_heads, attn_forward_task, &job);
 }
 
@@ -144,9 +153,7 @@ static void attn_backward_task(void *ctx, int task) {
     }
 }
 
-void attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv, const float *probs,
-                        const AttnShape *s) {
-    (void)dprobs;   // the tiles live in each thread's scratch
-    AttnJob job = {.s = s, .dqkv = dqkv, .qkv = qkv, .dout = dout, .lse_in = probs};
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *lse, const AttnShape *s) {
+    AttnJob job = {.s = s, .dqkv = dqkv, .qkv = qkv, .dout = dout, .lse_in = lse};
     par_for(s->B * s->n_kv_heads, attn_backward_task, &job);
 }

@@ -117,15 +117,18 @@ typedef struct {
 } AttnShape;
 
 // qkv (B*T, q_dim + 2*kv_dim) rows [q | k | v] (after RoPE); out (B*T, q_dim). The scores exist
-// only as per-thread tiles of 64 query rows. With save_probs, the first B*n_heads*T floats of
-// probs receive each query row's log-sum-exp of its scaled scores, (B, n_heads, T), for backward;
-// otherwise probs is not touched (may be NULL). Query head h reads kv head h / (n_heads/n_kv_heads).
-void attention_forward(float *out, float *probs, const float *qkv, const AttnShape *s, int save_probs);
+// only as per-thread tiles of 64 query rows. lse (B, n_heads, T), when non-NULL, receives each
+// query row's log-sum-exp of its scaled scores for backward. Query head h reads kv head
+// h / (n_heads/n_kv_heads).
+void attention_forward(float *out, float *lse, const float *qkv, const AttnShape *s);
 // dqkv (B*T, qkv_dim) = gradient w.r.t. qkv (written; k/v blocks sum over the query heads of a
-// group). dout (B*T, q_dim). probs: the log-sum-exps attention_forward saved; the probabilities
-// are recomputed tile by tile from Q, K and them. dprobs is unused (may be NULL).
-void attention_backward(float *dqkv, float *dprobs, const float *dout, const float *qkv, const float *probs,
-                        const AttnShape *s);
+// group). dout (B*T, q_dim). lse: what attention_forward saved; the probabilities are recomputed
+// tile by tile from Q, K and it.
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *lse, const AttnShape *s);
+// Entries of one (sequence, head)'s T x T score square that the causal tiles compute (each tile
+// of query rows against every key up to its last row): the FLOPs of a score product are
+// 2 * head_dim * attention_score_area(T).
+double attention_score_area(int T);
 
 // Attention of M consecutive query rows of ONE sequence, at positions p0 .. p0+M-1, against that
 // sequence's cached keys/values kc, vc (p0 + M rows of kv_dim, the new rows already written);

@@ -15,7 +15,7 @@
 // (L + 1 slices). A layer whose backward does not read an activation (or every layer, with
 // gradient checkpointing) computes it into one shared scratch slice instead.
 typedef enum {
-    ACT_XMID, ACT_H1, ACT_STATS1, ACT_QKV, ACT_PROBS, ACT_ATT, ACT_H2, ACT_STATS2, ACT_PRE, ACT_ACT, ACT_COUNT
+    ACT_XMID, ACT_H1, ACT_STATS1, ACT_QKV, ACT_LSE, ACT_ATT, ACT_H2, ACT_STATS2, ACT_PRE, ACT_ACT, ACT_COUNT
 } LayerAct;
 
 // What model_backward computes in one layer: only the gradients some trainable tensor needs.
@@ -45,7 +45,7 @@ struct RunState {
     float *xmid;             // residual stream between attention and MLP (training only; else = x)
     float *h1, *mean1, *rstd1;
     float *qkvb;             // (N, qkv) after LoRA and RoPE
-    float *probs;            // (B, H, T, T) per layer when training; one (T, T) scratch otherwise
+    float *att_lse;          // (B, H, T) log-sum-exp of each attention softmax row, per layer (training)
     float *att;              // (N, q_dim)
     float *branch;           // (N, C) scratch: output of a block before the residual add
     float *h2, *mean2, *rstd2;
@@ -53,7 +53,7 @@ struct RunState {
     float *ffn_act;          // (N, F)
     float *final_hidden, *final_mean, *final_rstd;
     // gradients (training only)
-    float *d_final_hidden, *dx, *dh, *dqkv, *datt, *dffn_pre, *dffn_act, *dprobs;
+    float *d_final_hidden, *dx, *dh, *dqkv, *datt, *dffn_pre, *dffn_act;
     float *lora_scratch;
     size_t lora_scratch_n;
     float *head_h, *head_logits, *head_dh;   // LM head chunk: (HEAD_CHUNK, C), (HEAD_CHUNK, V), (HEAD_CHUNK, C)

@@ -50,14 +50,14 @@ static size_t mul3(size_t a, size_t b, size_t c, int *overflow) {
 }
 
 // Floats in one slice of a per-layer activation (mean and rstd of a norm share the STATS kinds).
-static size_t act_slice_floats(const RunState *rs, LayerAct a, int *ov) {
+static size_t act_slice_floats(const RunState *rs, LayerAct a) {
     const ModelConfig *c = &rs->cfg;
     const size_t N = (size_t)rs->B_max * rs->T_max, C = c->dim, T = rs->T_max;
     switch (a) {
     case ACT_XMID: case ACT_H1: case ACT_H2: return N * C;
     case ACT_STATS1: case ACT_STATS2: return N;
     case ACT_QKV: return N * (size_t)rs->qkv;
-    case ACT_PROBS: return rs->training ? mul3((size_t)rs->B_max * c->n_heads, T, T, ov) : T * T;
+    case ACT_LSE: return rs->training ? (size_t)rs->B_max * c->n_heads * T : 1;   // softmax row log-sum-exps
     case ACT_ATT: return N * (size_t)rs->qd;
     case ACT_PRE: return N * (size_t)rs->pre_w;
     case ACT_ACT: return N * (size_t)c->ffn_dim;
@@ -73,12 +73,12 @@ static size_t act_slices(const RunState *rs, LayerAct a) {
 static void layout_arena(RunState *rs, Carver *cv, size_t lora_row_floats) {
     const ModelConfig *c = &rs->cfg;
     const size_t N = (size_t)rs->B_max * rs->T_max, C = c->dim, F = c->ffn_dim, V = c->vocab_size;
-    const size_t L = c->n_layers, T = rs->T_max;
+    const size_t L = c->n_layers;
     int ov = 0;
     size_t slices[ACT_COUNT], per[ACT_COUNT];
     for (int a = 0; a < ACT_COUNT; a++) {
         slices[a] = act_slices(rs, (LayerAct)a);
-        per[a] = act_slice_floats(rs, (LayerAct)a, &ov);
+        per[a] = act_slice_floats(rs, (LayerAct)a);
     }
     rs->positions = carve(cv, N, sizeof(int));
     rs->seg = carve(cv, N, sizeof(int));
@@ -94,7 +94,7 @@ static void layout_arena(RunState *rs, Carver *cv, size_t lora_row_floats) {
     rs->mean1 = carve(cv, mul3(slices[ACT_STATS1], per[ACT_STATS1], 1, &ov), sizeof(float));
     rs->rstd1 = carve(cv, mul3(slices[ACT_STATS1], per[ACT_STATS1], 1, &ov), sizeof(float));
     rs->qkvb = carve(cv, mul3(slices[ACT_QKV], per[ACT_QKV], 1, &ov), sizeof(float));
-    rs->probs = carve(cv, mul3(slices[ACT_PROBS], per[ACT_PROBS], 1, &ov), sizeof(float));
+    rs->att_lse = carve(cv, mul3(slices[ACT_LSE], per[ACT_LSE], 1, &ov), sizeof(float));
     rs->att = carve(cv, mul3(slices[ACT_ATT], per[ACT_ATT], 1, &ov), sizeof(float));
     rs->branch = carve(cv, N * C, sizeof(float));
     rs->h2 = carve(cv, mul3(slices[ACT_H2], per[ACT_H2], 1, &ov), sizeof(float));
@@ -113,7 +113,6 @@ static void layout_arena(RunState *rs, Carver *cv, size_t lora_row_floats) {
         rs->datt = carve(cv, mul3(N, rs->qd, 1, &ov), sizeof(float));
         rs->dffn_pre = carve(cv, mul3(N, rs->pre_w, 1, &ov), sizeof(float));
         rs->dffn_act = carve(cv, mul3(N, F, 1, &ov), sizeof(float));
-        rs->dprobs = carve(cv, mul3(T, T, 1, &ov), sizeof(float));
     }
     rs->lora_scratch_n = mul3(N, lora_row_floats, 1, &ov);
     rs->lora_scratch = carve(cv, rs->lora_scratch_n, sizeof(float));
@@ -232,13 +231,12 @@ size_t runstate_bytes(const RunState *rs) { return rs->bytes; }
 typedef struct {
     const float *x_in;
     float *x_mid, *x_out;
-    float *h1, *mean1, *rstd1, *qkv, *probs, *att, *h2, *mean2, *rstd2, *pre, *act;
+    float *h1, *mean1, *rstd1, *qkv, *lse, *att, *h2, *mean2, *rstd2, *pre, *act;
 } LayerActs;
 
 static float *act_at(const RunState *rs, float *base, LayerAct a, int l, int scratch_only) {
-    int ov = 0;
     const size_t k = rs->training && !scratch_only ? (size_t)rs->act_slice[l * ACT_COUNT + a] : (size_t)rs->n_kept[a];
-    return base + k * act_slice_floats(rs, a, &ov);
+    return base + k * act_slice_floats(rs, a);
 }
 
 static void layer_acts(const RunState *rs, int l, int scratch_only, LayerActs *a) {
@@ -251,7 +249,7 @@ static void layer_acts(const RunState *rs, int l, int scratch_only, LayerActs *a
     a->mean1 = act_at(rs, rs->mean1, ACT_STATS1, l, scratch_only);
     a->rstd1 = act_at(rs, rs->rstd1, ACT_STATS1, l, scratch_only);
     a->qkv = act_at(rs, rs->qkvb, ACT_QKV, l, scratch_only);
-    a->probs = act_at(rs, rs->probs, ACT_PROBS, l, scratch_only);
+    a->lse = act_at(rs, rs->att_lse, ACT_LSE, l, scratch_only);
     a->att = act_at(rs, rs->att, ACT_ATT, l, scratch_only);
     a->h2 = act_at(rs, rs->h2, ACT_H2, l, scratch_only);
     a->mean2 = act_at(rs, rs->mean2, ACT_STATS2, l, scratch_only);
@@ -399,7 +397,7 @@ static void backward_reads(const ModelAdapters *ad, int l, const LayerNeeds *nd,
     reads[ACT_H2] = need_dact && (into_attn ? any_hook(ad, l, GATE_UP_SLOTS, 2, 0) : nd->gate_up_train);
     reads[ACT_XMID] = reads[ACT_STATS2] = need_dact && into_attn;
     reads[ACT_ATT] = into_attn && hook_at(ad, l, LSLOT_O) && (need_dqkv || hook_trainable(ad, l, LSLOT_O));
-    reads[ACT_QKV] = reads[ACT_PROBS] = need_dqkv;
+    reads[ACT_QKV] = reads[ACT_LSE] = need_dqkv;
     reads[ACT_H1] = need_dqkv && (nd->below ? any_hook(ad, l, QKV_SLOTS, 4, 0) : nd->qkv_train);
     reads[ACT_STATS1] = need_dqkv && nd->below;
 }
@@ -478,7 +476,7 @@ static void layer_forward(const Model *m, const ModelAdapters *ad, RunState *rs,
     const float *x_in = acts->x_in;
     float *x_mid = acts->x_mid, *x_out = acts->x_out;
     float *h1 = acts->h1, *mean1 = acts->mean1, *rstd1 = acts->rstd1, *qkv = acts->qkv, *att = acts->att;
-    float *probs = acts->probs, *h2 = acts->h2, *mean2 = acts->mean2, *rstd2 = acts->rstd2;
+    float *lse = acts->lse, *h2 = acts->h2, *mean2 = acts->mean2, *rstd2 = acts->rstd2;
     float *pre = acts->pre, *act = acts->act;
     if (rng) rs->layer_rng[l] = *rng;
 
@@ -491,7 +489,7 @@ static void layer_forward(const Model *m, const ModelAdapters *ad, RunState *rs,
         rope_forward(qkv + rs->qd, rs->qkv, N, c->n_kv_heads, c->head_dim, rs->rope_cos, rs->rope_sin);
     }
     AttnShape shape = attn_shape(rs);
-    attention_forward(att, probs, qkv, &shape, rs->training);
+    attention_forward(att, rs->training ? lse : NULL, qkv, &shape);
     linear_forward(rs->branch, att, weight_o(m, w), w->bo, N, rs->qd, C);   // (N, q_dim) @ (q_dim, C)
     apply_hooks(rs, ad, l, O_SLOT, 1, rs->branch, C, att, N, rng);
     residual_forward(x_mid, x_in, rs->branch, (size_t)N * C);
@@ -575,7 +573,7 @@ static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs
     const LayerWeights *w = &m->w.layers[l];
     const int N = rs->B * rs->T, C = c->dim, F = c->ffn_dim, llama = c->arch == ARCH_LLAMA;
     const float *x_in = acts->x_in, *x_mid = acts->x_mid, *h1 = acts->h1, *h2 = acts->h2;
-    const float *qkv = acts->qkv, *att = acts->att, *probs = acts->probs, *pre = acts->pre, *act = acts->act;
+    const float *qkv = acts->qkv, *att = acts->att, *lse = acts->lse, *pre = acts->pre, *act = acts->act;
     float *dx = rs->dx;
 
     // MLP block. The residual hands dx to the branch output unchanged (x_out = x_mid + branch).
@@ -600,7 +598,7 @@ static void layer_backward(const Model *m, const ModelAdapters *ad, RunState *rs
     hooks_backward(rs, ad, l, O_SLOT, 1, dx, C, att, N, need_dqkv ? rs->datt : NULL);
     if (!need_dqkv) return;
     AttnShape shape = attn_shape(rs);
-    attention_backward(rs->dqkv, rs->dprobs, rs->datt, qkv, probs, &shape);
+    attention_backward(rs->dqkv, rs->datt, qkv, lse, &shape);
     if (llama) {
         rope_backward(rs->dqkv, rs->qkv, N, c->n_heads, c->head_dim, rs->rope_cos, rs->rope_sin);
         rope_backward(rs->dqkv + rs->qd, rs->qkv, N, c->n_kv_heads, c->head_dim, rs->rope_cos, rs->rope_sin);

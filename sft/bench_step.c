@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model/common.h"
+#include "model/ops.h"
 
 int bench_shape(const char *name, int min_positions, ModelConfig *cfg, char *err) {
     memset(cfg, 0, sizeof *cfg);
@@ -188,7 +189,8 @@ static double hooks_backward_flops(const BenchStep *bs, int l, const LoraSlot *s
 void bench_step_flops(const BenchStep *bs, BenchFlops *f) {
     memset(f, 0, sizeof *f);
     const ModelConfig *c = &bs->m->cfg;
-    const double n = (double)bs->cfg.batch * bs->cfg.seq, T = bs->cfg.seq, nt = bs->n_targets;
+    const double B = bs->cfg.batch, n = B * bs->cfg.seq, nt = bs->n_targets;
+    const int T = bs->cfg.seq;
     const double C = c->dim, F = c->ffn_dim, V = c->vocab_size, L = c->n_layers;
     const double qd = model_q_dim(c), qkv = model_qkv_dim(c);
     const double pre_w = c->arch == ARCH_LLAMA ? 2 * F : F;
@@ -202,7 +204,9 @@ void bench_step_flops(const BenchStep *bs, BenchFlops *f) {
 
     // forward
     f->linear = 2.0 * n * L * w_layer;
-    f->attention = 4.0 * n * T * qd * L;
+    // per (sequence, head): scores and P V over the causal tiles, 2 products of 2*hd*area each
+    const double att_area = attention_score_area(T);
+    f->attention = 4.0 * B * qd * att_area * L;
     for (int l = 0; l < c->n_layers; l++)
         for (int s = 0; s < LSLOT_COUNT; s++) {
             const LoraHook *h = active_hook(bs, l, (LoraSlot)s);
@@ -238,7 +242,7 @@ void bench_step_flops(const BenchStep *bs, BenchFlops *f) {
         if (need_dqkv) f->linear += 2.0 * n * C * qd;
         f->lora += hooks_backward_flops(bs, l, O, 1, n, need_dqkv);
         if (!need_dqkv) continue;
-        f->attention += 8.0 * n * T * qd;
+        f->attention += 10.0 * B * qd * att_area;   // scores recomputed, dP, dV, dQ, dK
         if (below_of[l]) f->linear += 2.0 * n * qkv * C;
         f->lora += hooks_backward_flops(bs, l, QKV, 4, n, below_of[l]);
     }

@@ -75,7 +75,9 @@ uint64_t bench_step_params_hash(const BenchStep *bs);
 //   executed = what ftk's sgemms do:
 //     linear    2*n*L*Wl (forward) + 2*n*(L*Wl - Wqkv0) (input grads; layer 0's qkv input grad is
 //               skipped when no soft prompt learns)
-//     attention 12*n*T*qd*L  (QK^T and PV forward, four products backward, full T x T squares)
+//     attention 14*B*qd*A(T)*L with A(T) = attention_score_area(T), the part of the T x T square the
+//               causal 64-row tiles compute (QK^T and PV forward; backward recomputes QK^T, then
+//               dP, dV, dQ, dK)
 //     head      4*nt*V*C     (logits and dh on the target rows)
 //     lora      per adapter (in -> r -> out): forward 2n(in+out)r, backward 2n(2*out + 2*in)r
 //               + 2n*in*r (x A^T recomputed), less 2n*in*r for the input grad where it is skipped
