@@ -53,7 +53,7 @@ void cli_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)
 void cli_print_help(const Command *cmd);
 void cli_with_commas(size_t v, char *out);   // 1234567 -> "1,234,567"; out holds at least 27 bytes
 int cli_stderr_is_tty(void);
-void cli_set_threads(int n);   // OpenBLAS threads; 0 = leave default
+void cli_set_threads(int n);   // ftk worker threads (model/parallel.h); 0 = one per CPU
 
 // Loads a model with its tokenizer or exits 1 with the loader's error.
 void cli_load_model(Model *m, const char *path, const char *tokenizer);
@@ -66,7 +66,7 @@ typedef struct {
 } CliAdapter;
 void cli_load_adapter(CliAdapter *a, const Model *m, const char *dir);
 void cli_free_adapter(CliAdapter *a);
-// An inference command's --threads, --model, --tokenizer and --adapter: sets the OpenBLAS threads,
+// An inference command's --threads, --model, --tokenizer and --adapter: sets the worker threads,
 // loads the model and the adapter (inactive without --adapter), or dies with the error.
 void cli_load_inference(const Command *cmd, Model *m, CliAdapter *a);
 

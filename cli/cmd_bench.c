@@ -120,7 +120,7 @@ static void with_commas(size_t v, char *out) {
 
 typedef struct {
     BenchStepConfig step;
-    int threads;             // OpenBLAS threads in use
+    int threads;             // ftk pool threads in use
     int n_steps, n_warmup;
     double max_foreign, quiet_wait;
     int decode_batches[16], n_decode_batches, decode_tokens, decode_prompt;
@@ -424,7 +424,7 @@ int cmd_bench(int argc, char **argv) {
         {"--target-modules", FLAG_LIST, "q_proj,v_proj", "LoRA targets (HF module names, as ftk sft)"},
         {"--mask-fraction", FLAG_FLOAT, "0", "response-only SFT: the first FRACTION of each row's targets are ignored "
                                              "(-1), so the LM head runs on the other rows only"},
-        {"--threads", FLAG_INT, "0", "OpenBLAS threads and stream-read threads (0 = OpenBLAS's default)"},
+        {"--threads", FLAG_INT, "0", "worker threads, also for the stream read (0 = one per CPU)"},
         {"--gradient-checkpointing", FLAG_BOOL, NULL, "keep only each layer's input; backward recomputes the layer"},
         {"--base-dtype", FLAG_STR, "f32", "frozen linear weights as f32 or bf16 (bf16 halves them; products stay fp32; "
                                           "no decode measurement: generation needs f32)"},

@@ -31,7 +31,7 @@ int cmd_convert(int argc, char **argv) {
         {"--probe-prompt", FLAG_STR, "Once upon a time", "text whose logits check the written model"},
         {"--probe-tolerance", FLAG_FLOAT, "0", "max |logit difference| allowed (0 = per dtype, see ftk merge --help)"},
         {"--no-probe", FLAG_BOOL, NULL, "skip the reload-and-compare check"},
-        {"--threads", FLAG_INT, "0", "OpenBLAS threads (0 = its default)"},
+        {"--threads", FLAG_INT, "0", "worker threads (0 = one per CPU)"},
         {0},
     };
     Command cmd = {.name = "convert",

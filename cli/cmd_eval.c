@@ -16,7 +16,7 @@ static const Flag EVAL_FLAGS[] = {
     {"--adapter", FLAG_STR, NULL, "PEFT adapter dir (LoRA and/or prompt tuning) to apply"},
     {"--file", FLAG_STR, NULL, "dataset: JSONL or JSON array, optionally gzipped"},
     {"--batch-size", FLAG_INT, "8", "sequences per forward"},
-    {"--threads", FLAG_INT, "0", "OpenBLAS threads (0 = its default)"},
+    {"--threads", FLAG_INT, "0", "worker threads (0 = one per CPU)"},
     {0},
 };
 

@@ -38,7 +38,7 @@ int cmd_export_adapter(int argc, char **argv) {
         {"--overwrite", FLAG_BOOL, NULL, "replace an existing output"},
         {"--probe-prompt", FLAG_STR, "Once upon a time", "text whose logits check the written adapter"},
         {"--no-probe", FLAG_BOOL, NULL, "skip the reload-and-compare check"},
-        {"--threads", FLAG_INT, "0", "OpenBLAS threads (0 = its default)"},
+        {"--threads", FLAG_INT, "0", "worker threads (0 = one per CPU)"},
         {0},
     };
     Command cmd = {.name = "export-adapter",

@@ -21,7 +21,7 @@ int cmd_generate(int argc, char **argv) {
         {"--seed", FLAG_INT, "42", "random seed for sampling"},
         {"--num-samples", FLAG_INT, "1", "how many continuations to generate (batched)"},
         {"--no-stop", FLAG_BOOL, NULL, "do not stop at EOS"},
-        {"--threads", FLAG_INT, "0", "OpenBLAS threads (0 = its default)"},
+        {"--threads", FLAG_INT, "0", "worker threads (0 = one per CPU)"},
         {0},
     };
     Command cmd = {.name = "generate",

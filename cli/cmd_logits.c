@@ -46,7 +46,7 @@ int cmd_logits(int argc, char **argv) {
         {"--tokens", FLAG_STR, NULL, "comma-separated token ids instead of --prompt"},
         {"--adapter", FLAG_STR, NULL, "PEFT adapter dir (LoRA and/or prompt tuning) to apply"},
         {"--out", FLAG_STR, NULL, "output .npy file (float32 [T, V])"},
-        {"--threads", FLAG_INT, "0", "OpenBLAS threads (0 = its default)"},
+        {"--threads", FLAG_INT, "0", "worker threads (0 = one per CPU)"},
         {0},
     };
     Command cmd = {.name = "logits",

@@ -56,7 +56,7 @@ int cmd_merge(int argc, char **argv) {
         {"--no-probe", FLAG_BOOL, NULL, "skip the reload-and-compare check"},
         {"--save-soft-prompt", FLAG_BOOL, NULL, "when an adapter has a soft prompt (cannot be merged), write it beside "
                                                 "the output as a PEFT prompt-tuning dir instead of failing"},
-        {"--threads", FLAG_INT, "0", "OpenBLAS threads (0 = its default)"},
+        {"--threads", FLAG_INT, "0", "worker threads (0 = one per CPU)"},
         {0},
     };
     Command cmd = {.name = "merge",

@@ -28,7 +28,7 @@ static const Flag SCORE_FLAGS[] = {
     {"--long-prompt", FLAG_STR, "skip", "a prompt that leaves no room for a response: skip (counted), truncate, error"},
     {"--skip-bad-lines", FLAG_BOOL, NULL, "skip and count malformed records instead of failing"},
     {"--output", FLAG_STR, NULL, "write the JSON lines to this file (atomically) instead of stdout"},
-    {"--threads", FLAG_INT, "0", "OpenBLAS threads (0 = its default)"},
+    {"--threads", FLAG_INT, "0", "worker threads (0 = one per CPU)"},
     {0},
 };
 

@@ -59,7 +59,7 @@ const Flag TRAIN_OPT_FLAGS[] = {
     {"--save-steps", FLAG_INT, "0", "write checkpoint-N every N steps (0 = only the final adapter)"},
     {"--save-total-limit", FLAG_INT, "0", "keep at most this many checkpoints (0 = all)"},
     {"--resume-from-checkpoint", FLAG_STR, NULL, "checkpoint dir to continue from, or 'latest'"},
-    {"--threads", FLAG_INT, "0", "OpenBLAS threads (0 = its default)"},
+    {"--threads", FLAG_INT, "0", "worker threads (0 = one per CPU)"},
     {"--gradient-checkpointing", FLAG_BOOL, NULL,
      "keep only each layer's input; backward recomputes the layer (activation memory /3, steps ~25% slower)"},
     {0},
