@@ -1,8 +1,11 @@
 // parallel.c — the worker pool and the blocked sgemm of parallel.h.
 //
 // A job is published by bumping `generation`; workers spin briefly on it (jobs come in quick
-// succession inside a training step), then sleep on a condition variable. The caller runs thread
-// 0's share itself and waits for `pending` to reach zero.
+// succession inside a training step), then sleep on a condition variable. Tasks are claimed in
+// chunks from a shared counter, by the caller and by every worker that joined the job while it
+// was open: a worker that is descheduled or still asleep never holds the others up (the caller
+// then does its share), and no task's result depends on which thread ran it. The caller closes
+// the job once every task is claimed and waits only for the workers that joined.
 #include "model/parallel.h"
 
 #include <pthread.h>
@@ -13,19 +16,22 @@
 void openblas_set_num_threads(int num_threads);   // OpenBLAS extension (cblas.h declares it too)
 
 #define SPIN_ROUNDS 20000   // ~50-100 us of polling before a thread goes to sleep
+#define CHUNKS_PER_THREAD 8 // a job's tasks are claimed in about this many chunks per thread
 
 typedef struct {
     int n_threads;                   // including the caller
     pthread_t tid[PAR_MAX_THREADS];
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;              // guards open/stop and the sleeps
     pthread_cond_t wake, done;
     atomic_ulong generation;         // bumped once per job
     unsigned long start_generation;  // generation when the workers were created
-    atomic_int pending;              // workers still running the current job
+    int open;                        // 1 while workers may still join the current job
     int stop;
-    ParTaskFn fn;                    // the current job
+    atomic_int active;               // workers that joined the current job and have not left it
+    atomic_int next;                 // first unclaimed task
+    ParTaskFn fn;                    // the current job (written before it opens)
     void *ctx;
-    int n_tasks;
+    int n_tasks, chunk;
 } Pool;
 
 static Pool pool = {.n_threads = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
@@ -41,10 +47,16 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void run_share(int t, int n) {
-    const int lo = (int)((long long)pool.n_tasks * t / n), hi = (int)((long long)pool.n_tasks * (t + 1) / n);
+// Claims and runs chunks of the current job until none is left.
+static void run_claims(void) {
+    const int n = pool.n_tasks, chunk = pool.chunk;
     tls_in_task = 1;
-    for (int i = lo; i < hi; i++) pool.fn(pool.ctx, i);
+    for (;;) {
+        const int lo = atomic_fetch_add_explicit(&pool.next, chunk, memory_order_relaxed);
+        if (lo >= n) break;
+        const int hi = n - lo < chunk ? n : lo + chunk;
+        for (int i = lo; i < hi; i++) pool.fn(pool.ctx, i);
+    }
     tls_in_task = 0;
 }
 
@@ -52,7 +64,7 @@ static void *worker_main(void *arg) {
     const int t = (int)(long)arg;
     tls_thread_id = t;
     // The generation when the pool was started, not the current one: a job published before this
-    // thread first runs must not be taken for one already seen (it would never finish).
+    // thread first runs must not be taken for one already seen.
     unsigned long seen = pool.start_generation;
     for (;;) {
         unsigned long g;
@@ -61,17 +73,19 @@ static void *worker_main(void *arg) {
             cpu_relax();
             spins++;
         }
-        if (g == seen) {
-            pthread_mutex_lock(&pool.mu);
-            while ((g = atomic_load(&pool.generation)) == seen && !pool.stop) pthread_cond_wait(&pool.wake, &pool.mu);
-            const int stop = pool.stop;
-            pthread_mutex_unlock(&pool.mu);
-            if (stop) return NULL;
-        }
+        pthread_mutex_lock(&pool.mu);
+        while ((g = atomic_load(&pool.generation)) == seen && !pool.stop) pthread_cond_wait(&pool.wake, &pool.mu);
         seen = g;
-        if (pool.stop) return NULL;
-        run_share(t, pool.n_threads);
-        if (atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_acq_rel) == 1) {
+        if (pool.stop) {
+            pthread_mutex_unlock(&pool.mu);
+            return NULL;
+        }
+        const int join = pool.open;   // a closed job is finished or being finished by the others
+        if (join) atomic_fetch_add(&pool.active, 1);
+        pthread_mutex_unlock(&pool.mu);
+        if (!join) continue;
+        run_claims();
+        if (atomic_fetch_sub(&pool.active, 1) == 1) {
             pthread_mutex_lock(&pool.mu);
             pthread_cond_signal(&pool.done);
             pthread_mutex_unlock(&pool.mu);
@@ -122,20 +136,26 @@ void par_for(int n_tasks, ParTaskFn fn, void *ctx) {
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n_tasks = n_tasks;
-    atomic_store(&pool.pending, pool.n_threads - 1);
+    pool.chunk = n_tasks / (pool.n_threads * CHUNKS_PER_THREAD);
+    if (pool.chunk < 1) pool.chunk = 1;
+    atomic_store(&pool.next, 0);
     pthread_mutex_lock(&pool.mu);
+    pool.open = 1;
     atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.mu);
-    run_share(0, pool.n_threads);
+    run_claims();
+    pthread_mutex_lock(&pool.mu);   // every task is claimed: no one may join any more
+    pool.open = 0;
+    pthread_mutex_unlock(&pool.mu);
     int spins = 0;
-    while (atomic_load_explicit(&pool.pending, memory_order_acquire) > 0 && spins < SPIN_ROUNDS) {
+    while (atomic_load(&pool.active) > 0 && spins < SPIN_ROUNDS) {
         cpu_relax();
         spins++;
     }
-    if (atomic_load(&pool.pending) > 0) {
+    if (atomic_load(&pool.active) > 0) {
         pthread_mutex_lock(&pool.mu);
-        while (atomic_load(&pool.pending) > 0) pthread_cond_wait(&pool.done, &pool.mu);
+        while (atomic_load(&pool.active) > 0) pthread_cond_wait(&pool.done, &pool.mu);
         pthread_mutex_unlock(&pool.mu);
     }
 }

@@ -21,9 +21,10 @@
 int par_set_threads(int n);
 int par_threads(void);
 
-// Runs fn(ctx, i) for every i in [0, n_tasks) and returns when all are done. Thread t of n takes
-// the contiguous range [t*n_tasks/n, (t+1)*n_tasks/n). Called from inside a task it runs the tasks
-// serially on the calling thread. Tasks must not depend on which thread runs them.
+// Runs fn(ctx, i) for every i in [0, n_tasks) and returns when all are done. The threads claim
+// consecutive chunks of tasks as they come free (a busy or descheduled core never stalls the
+// job). Called from inside a task it runs the tasks serially on the calling thread. A task's
+// result must not depend on which thread runs it or in which order.
 typedef void (*ParTaskFn)(void *ctx, int task);
 void par_for(int n_tasks, ParTaskFn fn, void *ctx);
 
