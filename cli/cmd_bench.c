@@ -129,7 +129,7 @@ typedef struct {
     const char *json_path;
     const char *params_prefix;
     int decode_only;         // --decode-only: no training step
-    int base_bf16;           // --base-dtype bf16: linear weights stored as bf16 (no decode: generation needs fp32)
+    int base_bf16;           // --base-dtype bf16: frozen weights stored as bf16 (no decode: generation needs fp32)
 } BenchOptions;
 
 // Parses "1,8" into out (at most cap values >= 1).
@@ -233,7 +233,7 @@ static void bench_model(const char *name, const BenchOptions *o) {
     printf("# params: total %s = base %s + trainable %s (%.3f%%); gemm weights N_mm %s\n", c_total, c_base, c_train,
            100.0 * (double)n_train / (double)(n_base + n_train), c_mm);
     printf("# memory: weights %.0f MiB (%s; fp32 %.0f MiB), training activation arena %.0f MiB\n",
-           model_weight_bytes(&m) / 1048576.0, o->base_bf16 ? "linears bf16" : "fp32", fp32_weight_bytes / 1048576.0,
+           model_weight_bytes(&m) / 1048576.0, o->base_bf16 ? "bf16" : "fp32", fp32_weight_bytes / 1048576.0,
            runstate_bytes(bs.rs) / 1048576.0);
     printf("# machine: sgemm peak %.1f GFLOP/s before the model (square %d, best of 3); streaming read %.2f GB/s (%d threads, %.0f MB "
            "of weights, best of 3)\n",
@@ -426,8 +426,8 @@ int cmd_bench(int argc, char **argv) {
                                              "(-1), so the LM head runs on the other rows only"},
         {"--threads", FLAG_INT, "0", "worker threads, also for the stream read (0 = one per CPU)"},
         {"--gradient-checkpointing", FLAG_BOOL, NULL, "keep only each layer's input; backward recomputes the layer"},
-        {"--base-dtype", FLAG_STR, "f32", "frozen linear weights as f32 or bf16 (bf16 halves them; products stay fp32; "
-                                          "no decode measurement: generation needs f32)"},
+        {"--base-dtype", FLAG_STR, "f32", "frozen weights (linears, embeddings, LM head) as f32 or bf16 (bf16 halves "
+                                          "them; products stay fp32; no decode measurement: generation needs f32)"},
         {"--steps", FLAG_INT, "5", "timed steps (median reported)"},
         {"--warmup", FLAG_INT, "2", "untimed steps first"},
         {"--learning-rate", FLAG_FLOAT, "1e-4", "AdamW learning rate (weight decay 0)"},

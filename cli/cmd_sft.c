@@ -27,8 +27,8 @@ static const Flag SFT_OWN_FLAGS[] = {
     {"--overwrite-output-dir", FLAG_BOOL, NULL, "allow an output dir that already holds an adapter"},
     {"--sample-prompt", FLAG_STR, NULL, "greedy sample from this prompt before and after training"},
     {"--sample-tokens", FLAG_INT, "48", "length of those samples"},
-    {"--base-dtype", FLAG_STR, "f32", "frozen linear weights as f32 or bf16 (bf16 halves their memory; products stay "
-                                      "fp32; not with --sample-prompt)"},
+    {"--base-dtype", FLAG_STR, "f32", "frozen weights (linears, embeddings, LM head) as f32 or bf16 (bf16 halves "
+                                      "their memory; products stay fp32; not with --sample-prompt)"},
     {0},
 };
 
@@ -66,7 +66,7 @@ int cmd_sft(int argc, char **argv) {
     if (base_bf16) {
         const double mb = model_weight_bytes(&m) / 1048576.0;
         if (model_to_bf16(&m, err)) cli_die("%s", err);
-        fprintf(stderr, "base weights: %.0f MiB -> %.0f MiB (linear weights as bf16)\n", mb,
+        fprintf(stderr, "base weights: %.0f MiB -> %.0f MiB (linears, embeddings and LM head as bf16)\n", mb,
                 model_weight_bytes(&m) / 1048576.0);
     }
     train_print_trainable(&a, &m);

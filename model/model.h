@@ -50,6 +50,9 @@ typedef struct {
     LayerWeights *layers; // n_layers
     float *out_norm_w, *out_norm_b;  // (C); _b gpt2 only
     float *lm_head;       // (V, C); == tok_emb when tied
+    // bf16 base (weights_bf16.h): the two tables as bf16, tok_emb and lm_head then NULL;
+    // lm_head_bf16 == tok_emb_bf16 when tied
+    uint16_t *tok_emb_bf16, *lm_head_bf16;
 } ModelWeights;
 
 struct Tokenizer;

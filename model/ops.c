@@ -58,10 +58,18 @@ float row_max(const float *x, int n) {
 // ---------------------------------------------------------------------------------------------
 // embedding
 
+static inline float bf16_row_value(uint16_t b) {
+    const uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 typedef struct {
     float *out;
     const int *tokens, *positions;
     const float *tok_emb, *prompt, *pos_emb;
+    const uint16_t *tok_emb_bf16;
     int nv, T, Tt, C;
 } EmbedJob;
 
@@ -69,18 +77,28 @@ static void embedding_row(void *ctx, int row) {
     const EmbedJob *e = ctx;
     const int b = row / e->T, j = row % e->T, C = e->C;
     float *o = e->out + (size_t)row * C;
-    const float *src = j < e->nv ? e->prompt + (size_t)j * C : e->tok_emb + (size_t)e->tokens[b * e->Tt + j - e->nv] * C;
+    const float *src;
+    if (j < e->nv) {
+        src = e->prompt + (size_t)j * C;
+    } else if (e->tok_emb) {
+        src = e->tok_emb + (size_t)e->tokens[b * e->Tt + j - e->nv] * C;
+    } else {   // bf16 table: the row is exact in fp32 (bf16 is its upper half)
+        const uint16_t *r = e->tok_emb_bf16 + (size_t)e->tokens[b * e->Tt + j - e->nv] * C;
+        for (int c = 0; c < C; c++) o[c] = bf16_row_value(r[c]);
+        src = o;
+    }
     if (e->pos_emb) {
         const float *pe = e->pos_emb + (size_t)e->positions[row] * C;
         for (int c = 0; c < C; c++) o[c] = src[c] + pe[c];
-    } else {
+    } else if (src != o) {
         memcpy(o, src, (size_t)C * sizeof(float));
     }
 }
 
-void embedding_forward(float *out, const int *tokens, const float *tok_emb, const float *prompt, int nv,
-                       const float *pos_emb, const int *positions, int B, int Tt, int C) {
-    EmbedJob e = {out, tokens, positions, tok_emb, prompt, pos_emb, nv, nv + Tt, Tt, C};
+void embedding_forward(float *out, const int *tokens, const float *tok_emb, const uint16_t *tok_emb_bf16,
+                       const float *prompt, int nv, const float *pos_emb, const int *positions, int B, int Tt,
+                       int C) {
+    EmbedJob e = {out, tokens, positions, tok_emb, prompt, pos_emb, tok_emb_bf16, nv, nv + Tt, Tt, C};
     par_for(B * (nv + Tt), embedding_row, &e);
 }
 

@@ -18,8 +18,10 @@
 // out (B, T, C) with T = nv + Tt: row b*T + j = prompt[j] for j < nv, row b*T + nv + t =
 // tok_emb[tokens[b*Tt + t]]. When pos_emb != NULL (gpt2) every row, virtual ones included, gets
 // pos_emb[positions[b*T + j]] added. Token ids and positions must be validated by the caller.
-void embedding_forward(float *out, const int *tokens, const float *tok_emb, const float *prompt, int nv,
-                       const float *pos_emb, const int *positions, int B, int Tt, int C);
+// tok_emb NULL: the rows come from the bf16 table tok_emb_bf16 (--base-dtype bf16).
+void embedding_forward(float *out, const int *tokens, const float *tok_emb, const uint16_t *tok_emb_bf16,
+                       const float *prompt, int nv, const float *pos_emb, const int *positions, int B, int Tt,
+                       int C);
 // dprompt (nv, C) += sum over b of dout[b, 0:nv, :]. The token and position tables are frozen.
 void embedding_backward(float *dprompt, const float *dout, int B, int T, int nv, int C);
 

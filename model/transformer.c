@@ -548,7 +548,7 @@ int model_forward(const Model *m, const ModelAdapters *ad, RunState *rs, const i
     rs->used_dropout = dropout_rng != NULL;
     const int N = B * T;
 
-    embedding_forward(rs->x, tokens, m->w.tok_emb, nv ? ad->prompt : NULL, nv,
+    embedding_forward(rs->x, tokens, m->w.tok_emb, m->w.tok_emb_bf16, nv ? ad->prompt : NULL, nv,
                       c->arch == ARCH_GPT2 ? m->w.pos_emb : NULL, rs->positions, B, Tt, c->dim);
     if (c->arch == ARCH_LLAMA) rope_tables(rs->rope_cos, rs->rope_sin, rs->positions, N, c->head_dim, c->rope_theta);
     for (int l = 0; l < c->n_layers; l++) {

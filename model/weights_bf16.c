@@ -31,6 +31,7 @@ typedef struct {
     float **f32;        // the tensor's float pointer (set to NULL once converted)
     uint16_t **bf16;    // where its bf16 copy goes; NULL = stays fp32
     size_t n;
+    int linear;         // a layer's linear: expanded whole into the scratch before its product
 } TensorRef;
 
 // Every tensor of m with its size, in a fixed order; views into fused buffers (wq/wk/wv, llama's
@@ -40,12 +41,12 @@ static int list_tensors(Model *m, TensorRef *t) {
     const size_t C = c->dim, F = c->ffn_dim, V = c->vocab_size, qkv = model_qkv_dim(c), qd = model_q_dim(c);
     const int llama = c->arch == ARCH_LLAMA;
     int k = 0;
-#define ADD(p, pb, count) do { if (p) t[k++] = (TensorRef){&(p), (pb), (count)}; } while (0)
-    ADD(m->w.tok_emb, NULL, V * C);
+#define ADD(p, pb, count) do { if (p) t[k++] = (TensorRef){&(p), (pb), (count), (pb) != NULL}; } while (0)
+    t[k++] = (TensorRef){&m->w.tok_emb, &m->w.tok_emb_bf16, V * C, 0};
     ADD(m->w.pos_emb, NULL, (size_t)c->max_seq_len * C);
     ADD(m->w.out_norm_w, NULL, C);
     ADD(m->w.out_norm_b, NULL, C);
-    if (m->w.lm_head != m->w.tok_emb) ADD(m->w.lm_head, NULL, V * C);
+    if (m->w.lm_head != m->w.tok_emb) t[k++] = (TensorRef){&m->w.lm_head, &m->w.lm_head_bf16, V * C, 0};
     for (int l = 0; l < c->n_layers; l++) {
         LayerWeights *L = &m->w.layers[l];
         ADD(L->attn_norm_w, NULL, C);
@@ -85,7 +86,7 @@ int model_to_bf16(Model *m, char *err) {
     for (int i = 0; i < nt; i++)
         if (t[i].bf16) {
             off16 = (off16 + t[i].n + 31) & ~(size_t)31;
-            if (t[i].n > scratch) scratch = t[i].n;
+            if (t[i].linear && t[i].n > scratch) scratch = t[i].n;
         }
     const size_t scratch_start = round16(bf16_start + off16 / 2), total = scratch_start + scratch;
     float *mem = malloc(total * sizeof(float));
@@ -110,7 +111,10 @@ int model_to_bf16(Model *m, char *err) {
             o16 = (o16 + t[i].n + 31) & ~(size_t)31;
         }
     }
-    if (tied) m->w.lm_head = m->w.tok_emb;
+    if (tied) {
+        m->w.lm_head = NULL;
+        m->w.lm_head_bf16 = m->w.tok_emb_bf16;
+    }
     for (int l = 0; l < m->cfg.n_layers; l++) {   // views into the converted fused buffers
         LayerWeights *L = &m->w.layers[l];
         L->wq = L->wk = L->wv = NULL;

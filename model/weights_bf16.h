@@ -1,8 +1,10 @@
 // weights_bf16.h — frozen base weights stored as bf16 (`--base-dtype bf16`): the layers' linear
-// weights (wqkv, wo, w_gate_up / w_up, w_down) are rounded to bf16 (round to nearest even), which
-// halves their memory. Products still run in fp32 through cblas_sgemm: the forward and backward
-// expand one linear's weight into an fp32 scratch right before its product. Norms, biases, the
-// embeddings and the LM head stay fp32.
+// weights (wqkv, wo, w_gate_up / w_up, w_down), the token embedding and the LM head are rounded to
+// bf16 (round to nearest even), which halves their memory. Products still run in fp32 through
+// cblas_sgemm: the forward and backward expand one linear's weight into an fp32 scratch right
+// before its product; the LM head expands blocks of vocabulary rows into per-thread scratch
+// (lm_head.c), the embedding expands the rows it gathers. Norms, biases and gpt2's position table
+// stay fp32.
 //
 // Code that reads the float pointers of those linears (generation, merge, export) must refuse a
 // bf16 model: model_check_f32_weights() gives the error.

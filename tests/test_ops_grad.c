@@ -340,7 +340,7 @@ typedef struct {
 
 static double emb_loss(void *p) {
     EmbCtx *c = p;
-    embedding_forward(c->out, c->tokens, c->emb, c->prompt, c->nv, c->pos_emb, c->pos, c->B, c->Tt, c->C);
+    embedding_forward(c->out, c->tokens, c->emb, NULL, c->prompt, c->nv, c->pos_emb, c->pos, c->B, c->Tt, c->C);
     return dot_d(c->out, c->R, (size_t)c->B * (c->nv + c->Tt) * c->C);
 }
 
