@@ -182,30 +182,40 @@ void par_free_scratch(void) {
 // ---------------------------------------------------------------------------------------------
 // blocked sgemm
 
-// The cut, from the shape alone. Blocks of rows of C when M >= N, else of columns (the longer side,
-// so each block still sees whole panels of the other operand), never along K. The block count is a
-// power of two (2 or 4 threads then get equal shares), at most SGEMM_MAX_BLOCKS, with at least
-// SGEMM_MIN_BLOCK rows/columns and SGEMM_MIN_FLOPS per block: small products (LoRA, decode) are not
-// cut into pieces whose call overhead and operand re-packing would cost more than they gain.
-// Measured one thread, Haswell kernels: LM-head logits 256 x 32000 x 768 in 8 column blocks at
-// 94 GFLOP/s vs 95 uncut, dh 256 x 768 x 32000 in 4 column blocks within noise of uncut, the
-// 1024-row linears in 8 blocks of 128 rows within 3%.
+// The cut: blocks of rows of C when M >= N, else of columns (the longer side, so each block still
+// sees whole panels of the other operand), never along K. Every block re-packs the other operand
+// inside OpenBLAS, so there are as few blocks as the machine's cores need: at most the cut width
+// (the number of online CPUs, not --threads: a run with fewer threads cuts the same way and gets
+// the same bits), with at least SGEMM_MIN_BLOCK rows/columns and SGEMM_MIN_FLOPS per block so
+// small products (LoRA, attention tiles) stay whole. Measured, one thread, Haswell kernels, the
+// step's 1024-row linears: uncut 91-96 GFLOP/s, 2 blocks 87-94, 8 blocks 78-89.
 #define SGEMM_MIN_BLOCK 128
-#define SGEMM_MAX_BLOCKS 8
 #define SGEMM_MIN_FLOPS 4e6
 #define GEMV_MIN_BLOCK 256    // gemv (M == 1): output columns per block
 
+static int cut_width = 0;     // 0 = not set yet: the number of online CPUs
+
+void par_set_cut_width(int n) {
+    if (n <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (int)cpus : 1;
+    }
+    cut_width = n > PAR_MAX_THREADS ? PAR_MAX_THREADS : n;
+}
+
 void par_sgemm_blocks(int M, int N, int K, int *by_rows, int *n_blocks, int *block) {
+    if (cut_width == 0) par_set_cut_width(0);
     *by_rows = M > 1 && M >= N;
     const int dim = *by_rows ? M : N;
     const double flops = 2.0 * M * N * (double)(K > 0 ? K : 1);
-    int nb = 1;
+    int nb = cut_width;
     if (M == 1) {
-        while (nb * 2 <= SGEMM_MAX_BLOCKS && dim / (nb * 2) >= GEMV_MIN_BLOCK) nb *= 2;
+        if (nb > dim / GEMV_MIN_BLOCK) nb = dim / GEMV_MIN_BLOCK;
     } else {
-        while (nb * 2 <= SGEMM_MAX_BLOCKS && dim / (nb * 2) >= SGEMM_MIN_BLOCK && flops / (nb * 2) >= SGEMM_MIN_FLOPS)
-            nb *= 2;
+        if (nb > dim / SGEMM_MIN_BLOCK) nb = dim / SGEMM_MIN_BLOCK;
+        if (nb > flops / SGEMM_MIN_FLOPS) nb = (int)(flops / SGEMM_MIN_FLOPS);
     }
+    if (nb < 1) nb = 1;
     *block = (dim + nb - 1) / nb;
     *n_blocks = (dim + *block - 1) / *block;
 }

@@ -39,13 +39,17 @@ float *par_scratch(size_t floats);
 void par_free_scratch(void);
 
 // Row-major C = alpha op(A) op(B) + beta C, exactly the arguments of cblas_sgemm(CblasRowMajor, ...):
-// C (M, N), op(A) (M, K), op(B) (K, N). Cut into blocks of rows or columns of C by shape alone
-// (par_sgemm_blocks) and run over the pool; M == 1 runs as cblas_sgemv on column blocks.
+// C (M, N), op(A) (M, K), op(B) (K, N). Cut into blocks of rows or columns of C by the shape and
+// the cut width alone (par_sgemm_blocks), never by the thread count, and run over the pool;
+// M == 1 runs as cblas_sgemv on column blocks.
 void par_sgemm(enum CBLAS_TRANSPOSE transA, enum CBLAS_TRANSPOSE transB, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 // How par_sgemm cuts a product: *by_rows 1 = blocks of rows of C (else of columns), n_blocks of
-// `block` rows/columns (the last may be shorter).
+// `block` rows/columns (the last may be shorter), n_blocks <= the cut width.
 void par_sgemm_blocks(int M, int N, int K, int *by_rows, int *n_blocks, int *block);
+// The cut width: the most blocks a product is cut into. Default (n <= 0): the number of online
+// CPUs, whatever --threads says, so every thread count on one machine gives the same bits.
+void par_set_cut_width(int n);
 
 #endif

@@ -8,7 +8,8 @@
 
 #include "model/transformer.h"
 
-#define HEAD_CHUNK 256         // rows of logits materialised at a time by the LM head
+#define HEAD_CHUNK 512         // rows of logits materialised at a time by the LM head (512: its sgemms
+                               // run ~4% faster than at 256 rows; +V*256 floats of arena)
 #define LORA_SCRATCH_RANK 64   // LoRA scratch holds all rows at once up to this rank (chunks above)
 
 // Per-layer activations a training arena can keep for backward. The layer input x is always kept
