@@ -142,7 +142,7 @@ for k in sorted(dec):
     a = med([v[0] for v in dec[k]]); b = med([v[1] for v in dec[k]])
     print(f"| {k[0]} | {k[1]} | {k[2]} | {a:.1f} | {b:.1f} | {b / a:.2f}x |")
 print()
-print("Determinism: ftk adapters after the same steps at 1 and 2 OpenBLAS threads (same round):")
+print("Determinism: ftk adapters after the same steps at 1 and 2 threads (same round):")
 import array, os
 out = os.path.dirname(sys.argv[1])
 def load(t, m, mk, r):
