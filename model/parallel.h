@@ -41,7 +41,8 @@ void par_free_scratch(void);
 // Row-major C = alpha op(A) op(B) + beta C, exactly the arguments of cblas_sgemm(CblasRowMajor, ...):
 // C (M, N), op(A) (M, K), op(B) (K, N). Cut into blocks of rows or columns of C by the shape and
 // the cut width alone (par_sgemm_blocks), never by the thread count, and run over the pool;
-// M == 1 runs as cblas_sgemv on column blocks.
+// M == 1 (decode at batch 1) runs on column blocks as one cblas_sdot per output when the columns
+// of op(B) are contiguous rows of B (the weights of a linear), else as cblas_sgemv.
 void par_sgemm(enum CBLAS_TRANSPOSE transA, enum CBLAS_TRANSPOSE transB, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
