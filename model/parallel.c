@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 
 void openblas_set_num_threads(int num_threads);   // OpenBLAS extension (cblas.h declares it too)
@@ -265,9 +266,42 @@ static void sgemm_block(void *ctx, int i) {
                 j->ldc);
 }
 
+static int stats_on;
+static double stats_seconds, stats_flops;
+
+void par_sgemm_stats_enable(int on) { stats_on = on; }
+void par_sgemm_stats_reset(void) { stats_seconds = stats_flops = 0.0; }
+void par_sgemm_stats(double *seconds, double *flops) {
+    *seconds = stats_seconds;
+    *flops = stats_flops;
+}
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void sgemm_blocks_run(enum CBLAS_TRANSPOSE transA, enum CBLAS_TRANSPOSE transB, int M, int N, int K,
+                             float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                             int ldc);
+
 void par_sgemm(enum CBLAS_TRANSPOSE transA, enum CBLAS_TRANSPOSE transB, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
+    if (!stats_on || tls_in_task) {
+        sgemm_blocks_run(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const double t0 = wall_now();
+    sgemm_blocks_run(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    stats_seconds += wall_now() - t0;
+    stats_flops += 2.0 * M * N * (double)K;
+}
+
+static void sgemm_blocks_run(enum CBLAS_TRANSPOSE transA, enum CBLAS_TRANSPOSE transB, int M, int N, int K,
+                             float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                             int ldc) {
     SgemmJob j = {transA, transB, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C, 0, 0};
     int n_blocks;
     par_sgemm_blocks(M, N, K, &j.by_rows, &n_blocks, &j.block);

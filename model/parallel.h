@@ -46,6 +46,13 @@ void par_free_scratch(void);
 void par_sgemm(enum CBLAS_TRANSPOSE transA, enum CBLAS_TRANSPOSE transB, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+// Accounting for benchmarks: while on, every par_sgemm called outside a pool task adds its wall
+// time and its FLOPs (2 M N K) to running totals (products inside tasks, e.g. attention tiles,
+// are not counted). par_sgemm_stats returns the totals since the last reset.
+void par_sgemm_stats_enable(int on);
+void par_sgemm_stats_reset(void);
+void par_sgemm_stats(double *seconds, double *flops);
+
 // How par_sgemm cuts a product: *by_rows 1 = blocks of rows of C (else of columns), n_blocks of
 // `block` rows/columns (the last may be shorter), n_blocks <= the cut width.
 void par_sgemm_blocks(int M, int N, int K, int *by_rows, int *n_blocks, int *block);

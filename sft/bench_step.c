@@ -7,6 +7,7 @@
 
 #include "model/common.h"
 #include "model/ops.h"
+#include "model/parallel.h"
 
 int bench_shape(const char *name, int min_positions, ModelConfig *cfg, char *err) {
     memset(cfg, 0, sizeof *cfg);
@@ -123,6 +124,8 @@ static float dlogp_mean(void *ctx, int i, float logp) {
 int bench_step_run(BenchStep *bs, BenchStepTimes *t, char *err) {
     const Model *m = bs->m;
     memset(t, 0, sizeof *t);
+    par_sgemm_stats_enable(1);
+    par_sgemm_stats_reset();
     const double t0 = ftk_now();
     adapters_zero_grad(&bs->adapters);
     if (model_forward(m, &bs->hooks, bs->rs, bs->tokens, bs->cfg.batch, bs->cfg.seq, NULL, NULL, &bs->dropout_rng,
@@ -137,6 +140,8 @@ int bench_step_run(BenchStep *bs, BenchStepTimes *t, char *err) {
     const double t3 = ftk_now();
     adamw_step(&bs->opt, bs->adapters.params, bs->adapters.grads, bs->cfg.learning_rate);
     const double t4 = ftk_now();
+    par_sgemm_stats(&t->gemm_s, &t->gemm_flops);
+    par_sgemm_stats_enable(0);
     double s = 0.0;
     for (int i = 0; i < bs->n_targets; i++) s -= bs->logp[i];
     t->loss = s / bs->n_targets;

@@ -43,6 +43,8 @@ typedef struct {
     double optim_s;      // zero_grad + adamw_step
     double total_s;
     double loss;         // mean -log p(target) over the target tokens
+    double gemm_s;       // wall time inside par_sgemm calls (linears, LM head, LoRA; not attention)
+    double gemm_flops;   // their FLOPs
 } BenchStepTimes;
 
 typedef struct {
