@@ -7,6 +7,7 @@
 
 #include "model/common.h"
 #include "model/parallel.h"
+#include "model/weights_bf16.h"
 
 // ---------------------------------------------------------------------------------------------
 // Threading. Every loop runs over par_for on tasks fixed by the shape (one task per row, or
@@ -58,12 +59,6 @@ float row_max(const float *x, int n) {
 // ---------------------------------------------------------------------------------------------
 // embedding
 
-static inline float bf16_row_value(uint16_t b) {
-    const uint32_t u = (uint32_t)b << 16;
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
 
 typedef struct {
     float *out;
@@ -84,7 +79,7 @@ static void embedding_row(void *ctx, int row) {
         src = e->tok_emb + (size_t)e->tokens[b * e->Tt + j - e->nv] * C;
     } else {   // bf16 table: the row is exact in fp32 (bf16 is its upper half)
         const uint16_t *r = e->tok_emb_bf16 + (size_t)e->tokens[b * e->Tt + j - e->nv] * C;
-        for (int c = 0; c < C; c++) o[c] = bf16_row_value(r[c]);
+        bf16_expand(o, r, (size_t)C);
         src = o;
     }
     if (e->pos_emb) {
