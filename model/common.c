@@ -68,6 +68,20 @@ int ftk_read_file(const char *path, char **data, size_t *len, char *err) {
     return 0;
 }
 
+void *ftk_alloc_big(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    if (bytes < huge) return calloc(bytes ? bytes : 1, 1);
+    if (bytes > SIZE_MAX - huge) return NULL;
+    const size_t rounded = (bytes + huge - 1) & ~(huge - 1);
+    void *p = aligned_alloc(huge, rounded);
+    if (!p) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, rounded, MADV_HUGEPAGE);   // advice only: without THP support it is ignored
+#endif
+    memset(p, 0, rounded);
+    return p;
+}
+
 int ftk_map_file(const char *path, void **map, size_t *len, char *err) {
     *map = NULL;
     *len = 0;

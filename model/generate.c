@@ -88,7 +88,7 @@ int kvcache_create(KVCache **out, const Model *m, int n_seqs, int max_len, char 
     }
     kv->scores_n = prefill_scores > decode_scores ? prefill_scores : decode_scores;
     size_t int_bytes = (2 * (size_t)n_seqs + 3 * R) * sizeof(int);
-    kv->mem = calloc(1, total + int_bytes);
+    kv->mem = ftk_alloc_big(total + int_bytes);
     if (!kv->mem) {
         free(kv);
         return ftk_err(err, "kv cache: out of memory for %zu bytes (%d sequences x %d positions)", total, n_seqs, max_len);

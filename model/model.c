@@ -8,24 +8,6 @@
 #include "model/loaders.h"
 #include "model/tokenizer.h"
 
-#include <sys/mman.h>
-
-// The weight block, zero-filled. Big blocks are 2 MiB aligned and asked for transparent huge pages:
-// decoding reads every weight once per token, and with 4 KiB pages its speed varied by 25% from
-// run to run (TLB misses); with huge pages it stays at the memory-bandwidth bound.
-static float *weights_alloc(size_t bytes) {
-    const size_t huge = (size_t)2 << 20;
-    if (bytes < huge) return calloc(bytes ? bytes : 1, 1);
-    const size_t rounded = (bytes + huge - 1) & ~(huge - 1);
-    float *p = aligned_alloc(huge, rounded);
-    if (!p) return NULL;
-#ifdef MADV_HUGEPAGE
-    madvise(p, rounded, MADV_HUGEPAGE);   // advice only: without THP support it is ignored
-#endif
-    memset(p, 0, rounded);
-    return p;
-}
-
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
@@ -169,7 +151,9 @@ int model_alloc_weights(Model *m, const ModelConfig *cfg, char *err) {
     size_t n = layout_weights(c, &probe, NULL);
     size_t bytes;
     if (ftk_mul(n, sizeof(float), &bytes)) return ftk_err(err, "%s: model too large", m->path);
-    m->weight_mem = weights_alloc(bytes);
+    // huge pages: decoding reads every weight once per token, and with 4 KiB pages its speed
+    // varied by 25% from run to run (TLB misses)
+    m->weight_mem = ftk_alloc_big(bytes);
     m->w.layers = calloc((size_t)c->n_layers, sizeof(LayerWeights));
     if (!m->weight_mem || !m->w.layers) {
         free(m->weight_mem);

@@ -154,12 +154,11 @@ static int runstate_build(RunState **out, const Model *m, int B, int T_max, int 
         return ftk_err(err, "runstate: activation arena for B=%d T=%d overflows", B, T_max);
     }
     rs->bytes = cv.off;
-    rs->mem = aligned_alloc(64, cv.off ? cv.off : 64);
+    rs->mem = ftk_alloc_big(cv.off);   // zero-filled, huge pages: every product streams it
     if (!rs->mem) {
         free(rs);
         return ftk_err(err, "runstate: out of memory for a %zu-byte activation arena (B=%d T=%d)", cv.off, B, T_max);
     }
-    memset(rs->mem, 0, cv.off);
     Carver real = {rs->mem, 0, 0};
     layout_arena(rs, &real, lora_row_floats);
     for (int a = 0; a < ACT_COUNT; a++) {

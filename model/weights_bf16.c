@@ -89,7 +89,7 @@ int model_to_bf16(Model *m, char *err) {
             if (t[i].linear && t[i].n > scratch) scratch = t[i].n;
         }
     const size_t scratch_start = round16(bf16_start + off16 / 2), total = scratch_start + scratch;
-    float *mem = malloc(total * sizeof(float));
+    float *mem = ftk_alloc_big(total * sizeof(float));
     if (!mem) {
         free(t);
         return ftk_err(err, "%s: out of memory for the bf16 weights (%zu bytes)", m->path, total * sizeof(float));
