@@ -7,7 +7,6 @@
 // Q, K and it. Tasks and tiles depend only on the shape: results are the same for any thread count.
 #include <cblas.h>
 #include <math.h>
-#include <string.h>
 
 #include "model/ops.h"
 #include "model/parallel.h"
@@ -55,8 +54,9 @@ static void attn_forward_task(void *ctx, int task) {
     int qd, kvd, ld;
     attn_dims(s, &qd, &kvd, &ld);
     const float scale = 1.0f / sqrtf((float)hd);
-    float *S = par_scratch((size_t)ATT_BLOCK * T);   // (rows, keys) tile, row stride T
+    float *S = par_scratch((size_t)ATT_BLOCK * T + ATT_BLOCK);   // (rows, keys) tile, row stride T
     if (!S) return;   // out of memory: nothing sensible to do inside a kernel (T is small)
+    float *inv_sum = S + (size_t)ATT_BLOCK * T;                  // (rows) 1 / softmax denominator
     const float *base = job->qkv + (size_t)b * T * ld;
     const float *K = base + qd + kh * hd, *V = base + qd + kvd + kh * hd;
     for (int h = kh * group; h < (kh + 1) * group; h++) {
@@ -73,13 +73,15 @@ static void attn_forward_task(void *ctx, int task) {
                 mask_row(row, s, b, i0 + r, keys);
                 const float mx = row_max(row, i0 + r + 1);   // the diagonal is always allowed
                 const float sum = exp_shift_sum(row, keys, mx);   // masked entries: exp(-inf) = 0
-                const float inv = 1.0f / sum;
-                for (int j = 0; j < keys; j++) row[j] *= inv;
+                inv_sum[r] = 1.0f / sum;
                 if (lse) lse[i0 + r] = mx + logf(sum);
             }
-            // (rows, keys) @ (keys, hd) -> (rows, hd), into this head's columns of out
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, T, V, ld, 0.0f,
-                        O + (size_t)i0 * qd, qd);
+            // unnormalised exp(S - max) (rows, keys) @ (keys, hd) -> (rows, hd), into this head's
+            // columns of out; then each row / its sum (hd values instead of the tile's keys)
+            float *Ob = O + (size_t)i0 * qd;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, T, V, ld, 0.0f, Ob, qd);
+            for (int r = 0; r < rows; r++)
+                for (int d = 0; d < hd; d++) Ob[(size_t)r * qd + d] *= inv_sum[r];
         }
     }
 }
@@ -115,17 +117,17 @@ static void attn_backward_task(void *ctx, int task) {
     float *dbase = job->dqkv + (size_t)b * T * ld;
     const float *K = base + qd + kh * hd, *V = base + qd + kvd + kh * hd;
     float *dK = dbase + qd + kh * hd, *dV = dbase + qd + kvd + kh * hd;
-    for (int t = 0; t < T; t++) {
-        memset(dK + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
-        memset(dV + (size_t)t * ld, 0, (size_t)hd * sizeof(float));
-    }
+    const int last_i0 = (T - 1) / ATT_BLOCK * ATT_BLOCK;
     for (int h = kh * group; h < (kh + 1) * group; h++) {
         const float *Q = base + h * hd, *lse = job->lse_in + ((size_t)b * H + h) * T;
         const float *dO = job->dout + (size_t)b * T * qd + h * hd;
         float *dQ = dbase + h * hd;
-        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+        // Tiles last to first: the last tile sees every key, so the group's first head writes all
+        // of dK and dV there (beta 0) and every later product accumulates (no zeroing pass).
+        for (int i0 = last_i0; i0 >= 0; i0 -= ATT_BLOCK) {
             const int rows = T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, keys = i0 + rows;
             const float *dOb = dO + (size_t)i0 * qd, *Qb = Q + (size_t)i0 * ld;
+            const float acc = h == kh * group && i0 == last_i0 ? 0.0f : 1.0f;
             // P = exp(scale Q K^T - lse): (rows, hd) @ (hd, keys) -> (rows, keys), masked entries 0
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale, Qb, ld, K, ld, 0.0f, P, T);
             for (int r = 0; r < rows; r++) {
@@ -136,19 +138,18 @@ static void attn_backward_task(void *ctx, int task) {
             // dP = dO V^T: (rows, hd) @ (hd, keys) -> (rows, keys)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dOb, qd, V, ld, 0.0f, dP, T);
             // dV += P^T dO: (keys, rows) @ (rows, hd) -> (keys, hd)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, P, T, dOb, qd, 1.0f, dV, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, P, T, dOb, qd, acc, dV, ld);
             // softmax backward in place: dS = P * (dP - sum_j P dP); masked entries have P = 0
             for (int r = 0; r < rows; r++) {
                 const float *p = P + (size_t)r * T;
                 float *d = dP + (size_t)r * T;
-                float dot = 0.0f;
-                for (int j = 0; j < keys; j++) dot += p[j] * d[j];
+                const float dot = row_dot(p, d, keys);
                 for (int j = 0; j < keys; j++) d[j] = p[j] * (d[j] - dot);
             }
             // dQ = scale dS K: (rows, keys) @ (keys, hd);  dK += scale dS^T Q: (keys, rows) @ (rows, hd)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, scale, dP, T, K, ld, 0.0f,
                         dQ + (size_t)i0 * ld, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, scale, dP, T, Qb, ld, 1.0f, dK, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, scale, dP, T, Qb, ld, acc, dK, ld);
         }
     }
 }

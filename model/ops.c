@@ -56,6 +56,17 @@ float row_max(const float *x, int n) {
     return mx;
 }
 
+float row_dot(const float *a, const float *b, int n) {
+    float acc[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += a[j + l] * b[j + l];
+    for (int l = 0; j < n; j++, l++) acc[l] += a[j] * b[j];
+    float sum = 0.0f;
+    for (int l = 0; l < LANES; l++) sum += acc[l];
+    return sum;
+}
+
 // ---------------------------------------------------------------------------------------------
 // embedding
 

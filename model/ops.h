@@ -108,6 +108,8 @@ static inline float exp_poly(float x) {
 float exp_shift_sum(float *x, int n, float shift);
 // max of x[0..n) (n >= 1), vectorised.
 float row_max(const float *x, int n);
+// sum of a[j] * b[j] for j < n, in 16 fixed lanes (vectorised, same order for every caller).
+float row_dot(const float *a, const float *b, int n);
 
 // ---- causal self-attention, fused, over the pool by (sequence, kv head) (attention.c) ----
 typedef struct {
