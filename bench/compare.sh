@@ -118,8 +118,8 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def key(d): return (d["model"], d["threads"], float(d["mask_fraction"]))
 def med(v): return statistics.median(v) if v else float("nan")
 keys = sorted({key(d) for d in rows}, key=lambda k: (k[0], k[1], k[2]))
-print("| model | threads | mask | ftk tok/s | torch tok/s | **tok/s ftk/torch** | ftk % of sgemm peak | ftk RSS MiB | torch RSS MiB | **RSS ftk/torch** | foreign cores ftk / torch | rounds |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| model | threads | mask | ftk tok/s | torch tok/s | **tok/s ftk/torch** | ftk % of sgemm peak: step / products (peak before+after) | same, peak beside each step | ftk RSS MiB | torch RSS MiB | **RSS ftk/torch** | foreign cores ftk / torch | rounds |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for k in keys:
     f = [d for d in rows if key(d) == k and d["tool"] == "ftk"]
     t = [d for d in rows if key(d) == k and d["tool"] == "torch"]
@@ -127,9 +127,12 @@ for k in keys:
     fr, tr = med([d["peak_rss_mb"] for d in f]), med([d["peak_rss_mb"] for d in t])
     ratio = lambda a, b: a / b if b == b and b else float("nan")
     pk = med([100 * d["peak_fraction"] for d in f])
+    pg = med([100 * d["par_sgemm_fraction"] for d in f if d.get("par_sgemm_fraction") is not None])
+    bk = med([100 * d["peak_fraction_beside"] for d in f if d.get("peak_fraction_beside") is not None])
+    bg = med([100 * d["par_sgemm_fraction_beside"] for d in f if d.get("par_sgemm_fraction_beside") is not None])
     ff = med([d["foreign_steps"] for d in f if d.get("foreign_steps") is not None])
     tf = med([d["foreign_steps"] for d in t if d.get("foreign_steps") is not None])
-    print(f"| {k[0]} | {k[1]} | {k[2]:g} | {ft:.1f} | {tt:.1f} | **{ratio(ft, tt):.2f}** | {pk:.0f}% | {fr:.0f} | {tr:.0f} | **{ratio(fr, tr):.2f}** | {ff:.2f} / {tf:.2f} | {len(f)}/{len(t)} |")
+    print(f"| {k[0]} | {k[1]} | {k[2]:g} | {ft:.1f} | {tt:.1f} | **{ratio(ft, tt):.2f}** | {pk:.0f}% / {pg:.0f}% | {bk:.0f}% / {bg:.0f}% | {fr:.0f} | {tr:.0f} | **{ratio(fr, tr):.2f}** | {ff:.2f} / {tf:.2f} | {len(f)}/{len(t)} |")
 print()
 print("| model | threads | decode batch | ftk tok/s | bandwidth bound tok/s | time / bound time |")
 print("|---|---|---|---|---|---|")

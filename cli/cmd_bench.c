@@ -4,7 +4,9 @@
 // bench/compare.sh runs both side by side.
 //
 // Per model it prints the timed steps, tokens/s (B*T / median step), the phase times, FLOPs per
-// step with their formulas and the achieved GFLOP/s, the fraction of the sgemm peak, peak RSS,
+// step with their formulas and the achieved GFLOP/s, the fraction of the sgemm peak (measured
+// before and after the steps, and again just before each timed step: a shared VM's speed drifts
+// by 10% and more over minutes, so each step is also judged against its own moment), peak RSS,
 // parameter counts, decode tokens/s at each --decode-batch against the bandwidth bound, and one
 // `RESULT {json}` line for scripts. Steps during which other processes took more than the idle
 // cores (+ --max-foreign) are dropped and replaced, as the peer does.
@@ -254,8 +256,11 @@ static void bench_model(const char *name, const BenchOptions *o) {
     const int max_runs = o->n_warmup + 3 * o->n_steps;
     double *tot = calloc((size_t)max_runs, sizeof(double)), *all = calloc((size_t)max_runs, sizeof(double));
     double *foreign_of = calloc((size_t)max_runs, sizeof(double));
+    double *beside = calloc((size_t)max_runs, sizeof(double));   // peak measured right before each kept step
+    double *beside_all = calloc((size_t)max_runs, sizeof(double));
     BenchStepTimes *kept = calloc((size_t)max_runs, sizeof(BenchStepTimes));
-    if (!tot || !all || !kept || !foreign_of) cli_die("out of memory");
+    if (!tot || !all || !kept || !foreign_of || !beside || !beside_all) cli_die("out of memory");
+    size_t steps_rss = 0;   // peak RSS over the steps, without the peak probes' matrices
     int n_kept = 0, n_all = 0, dropped = 0, fallback = 0;
     double last_loss = NAN, timed_s = 0.0;
     int n_timed = 0;
@@ -271,24 +276,38 @@ static void bench_model(const char *name, const BenchOptions *o) {
                    ftk_now());
         }
 #endif
+        double peak_now = 0.0;
+        if (i >= o->n_warmup) {   // the peak of this moment; its matrices are gone again before the step
+            SgemmProbe probe;
+            if (sgemm_probe_init(&probe, o->peak_n, err)) cli_die("%s", err);
+            peak_now = sgemm_probe_peak(&probe, 2, NULL, NULL);
+            sgemm_probe_free(&probe);
+            if (rss_reset) bench_reset_peak_rss();
+        }
         CpuMeter cm;
         cpu_meter_start(&cm);
         BenchStepTimes t;
         if (bench_step_run(&bs, &t, err)) cli_die("%s", err);
         const double foreign = cpu_meter_foreign(&cm);
+        const size_t rss_now = bench_peak_rss();
+        if (rss_now > steps_rss) steps_rss = rss_now;
         const int clean = foreign <= allowed;
         const char *tag = i < o->n_warmup ? "warmup" : clean ? "step" : "DROPPED";
-        printf("  %s %d: %9.1f ms  loss %.6f  (fwd %.0f / head %.0f / bwd %.0f / opt %.1f ms)  foreign %.2f cores\n", tag,
+        printf("  %s %d: %9.1f ms  loss %.6f  (fwd %.0f / head %.0f / bwd %.0f / opt %.1f ms)  foreign %.2f cores", tag,
                i, t.total_s * 1e3, t.loss, t.forward_s * 1e3, t.head_s * 1e3, t.backward_s * 1e3, t.optim_s * 1e3,
                foreign);
+        if (peak_now > 0) printf("  sgemm peak just before %.1f GFLOP/s", peak_now);
+        printf("\n");
         fflush(stdout);
         last_loss = t.loss;
         if (i < o->n_warmup) continue;
         timed_s += t.total_s;
         n_timed++;
         foreign_of[n_all] = foreign;
+        beside_all[n_all] = peak_now;
         all[n_all++] = t.total_s;
         if (clean) {
+            beside[n_kept] = peak_now;
             kept[n_kept] = t;
             tot[n_kept++] = t.total_s;
         } else {
@@ -297,7 +316,10 @@ static void bench_model(const char *name, const BenchOptions *o) {
     }
     if (n_kept == 0) {
         printf("  WARNING: no step ran without interference; reporting all steps\n");
-        for (int i = 0; i < n_all; i++) tot[i] = all[i];
+        for (int i = 0; i < n_all; i++) {
+            tot[i] = all[i];
+            beside[i] = beside_all[i];
+        }
         n_kept = n_all;
         fallback = 1;
     }
@@ -305,7 +327,7 @@ static void bench_model(const char *name, const BenchOptions *o) {
     printf("# profile window end: %.6f\n", ftk_now());
     if (n_timed) prof_report("training step", n_timed, timed_s);
 #endif
-    const size_t peak_rss = bench_peak_rss();
+    const size_t peak_rss = steps_rss;
     // the peak again after the steps: on a shared machine the larger of the two is the better estimate
     double peak_after = 0.0;
     if (bench_sgemm_peak(o->peak_n, 3, &peak_after, err)) cli_die("%s", err);
@@ -325,6 +347,20 @@ static void bench_model(const char *name, const BenchOptions *o) {
         gemm_s += kept[i].gemm_s / n_phase;
         gemm_flops += kept[i].gemm_flops / n_phase;
     }
+    // each step against the peak measured just before it (median over the counted steps)
+    double *ratio = calloc((size_t)n_kept + 1, sizeof(double));
+    if (!ratio) cli_die("out of memory");
+    int n_ratio = 0;
+    for (int i = 0; i < n_kept; i++)
+        if (beside[i] > 0) ratio[n_ratio++] = fl.executed / tot[i] * 1e-9 / beside[i];
+    const double exec_beside = n_ratio ? median(ratio, n_ratio) : NAN;
+    n_ratio = 0;
+    for (int i = 0; i < n_phase; i++)
+        if (beside[i] > 0 && kept[i].gemm_s > 0) ratio[n_ratio++] = kept[i].gemm_flops / kept[i].gemm_s * 1e-9 / beside[i];
+    const double gemm_beside = n_ratio ? median(ratio, n_ratio) : NAN;
+    for (int i = 0; i < n_kept; i++) ratio[i] = beside[i];
+    const double peak_beside_med = n_kept ? median(ratio, n_kept) : NAN;
+    free(ratio);
     const double med = median(tot, n_kept);
     const double tok_s = (double)sc->batch * sc->seq / med;
     const double gf_model = fl.model / med * 1e-9, gf_exec = fl.executed / med * 1e-9;
@@ -334,14 +370,16 @@ static void bench_model(const char *name, const BenchOptions *o) {
     printf("FLOPs/step, model (peer's formula 4*N_mm*n + 6*N_lora*n + 12*n*T*C*L, n = B*T): %.1f GFLOP -> %.1f GFLOP/s\n",
            fl.model * 1e-9, gf_model);
     printf("FLOPs/step, executed sgemm (linear %.1f + attention %.1f + LM head 4*nt*V*C %.1f + LoRA %.2f): %.1f GFLOP "
-           "-> %.1f GFLOP/s = %.1f%% of the sgemm peak %.1f\n",
+           "-> %.1f GFLOP/s = %.1f%% of the sgemm peak %.1f (larger of before and after the steps); %.1f%% of the peak measured just "
+           "before each step (median %.1f)\n",
            fl.linear * 1e-9, fl.attention * 1e-9, fl.head * 1e-9, fl.lora * 1e-9, fl.executed * 1e-9, gf_exec,
-           100.0 * gf_exec / peak, peak);
+           100.0 * gf_exec / peak, peak, 100.0 * exec_beside, peak_beside_med);
     const double gemm_gf = gemm_s > 0 ? gemm_flops / gemm_s * 1e-9 : 0.0;
     if (gemm_s > 0)
         printf("products through par_sgemm (linears, LM head, LoRA; not the attention tiles): %.1f GFLOP/step in "
-               "%.0f ms of the step = %.1f GFLOP/s = %.1f%% of the sgemm peak\n",
-               gemm_flops * 1e-9, gemm_s * 1e3, gemm_gf, 100.0 * gemm_gf / peak);
+               "%.0f ms of the step = %.1f GFLOP/s = %.1f%% of that peak; %.1f%% of the peak "
+               "measured just before each step\n",
+               gemm_flops * 1e-9, gemm_s * 1e3, gemm_gf, 100.0 * gemm_gf / peak, 100.0 * gemm_beside);
     printf("peak RSS %.0f MiB%s | trainable params %s (%.3f%% of %s)\n", peak_rss / 1048576.0,
            rss_reset ? "" : " (process-wide)", c_train, 100.0 * (double)n_train / (double)(n_base + n_train), c_total);
     printf("adapter hash %016llx after %d steps (same data and seed => identical at any thread count)\n",
@@ -385,6 +423,9 @@ static void bench_model(const char *name, const BenchOptions *o) {
     cJSON_AddNumberToObject(res, "sgemm_peak_gflops", peak);
     cJSON_AddNumberToObject(res, "peak_fraction", gf_exec / peak);
     cJSON_AddNumberToObject(res, "par_sgemm_fraction", gemm_gf / peak);
+    cJSON_AddNumberToObject(res, "sgemm_peak_beside_gflops", peak_beside_med);
+    cJSON_AddNumberToObject(res, "peak_fraction_beside", exec_beside);
+    cJSON_AddNumberToObject(res, "par_sgemm_fraction_beside", gemm_beside);
     cJSON_AddNumberToObject(res, "par_sgemm_ms", gemm_s * 1e3);
     cJSON_AddNumberToObject(res, "peak_rss_mb", peak_rss / 1048576.0);
     cJSON_AddNumberToObject(res, "arena_mb", runstate_bytes(bs.rs) / 1048576.0);
@@ -419,6 +460,8 @@ static void bench_model(const char *name, const BenchOptions *o) {
     free(all);
     free(foreign_of);
     free(kept);
+    free(beside);
+    free(beside_all);
     bench_step_free(&bs);
     model_free(&m);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -28,31 +29,61 @@ static double sgemm_best(const float *a, const float *b, float *c, int n, int re
     return 2.0 * (double)n * n * n / best * 1e-9;
 }
 
-int bench_sgemm_peaks(int n, int reps, double *openblas_gflops, double *pool_gflops, char *err) {
-    *openblas_gflops = *pool_gflops = 0.0;
-    if (n < 16 || n > 16384 || reps < 1) return ftk_err(err, "sgemm peak: bad size %d or repetitions %d", n, reps);
+// The probe's matrices are mapped and unmapped directly, so that freeing them really returns their
+// pages (the caller may then reset the peak-RSS mark and not count them as the step's memory).
+static float *probe_map(size_t floats) {
+    void *p = mmap(NULL, floats * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int sgemm_probe_init(SgemmProbe *p, int n, char *err) {
+    memset(p, 0, sizeof *p);
+    if (n < 16 || n > 16384) return ftk_err(err, "sgemm peak: bad size %d", n);
     const size_t nn = (size_t)n * n;
-    float *a = malloc(nn * sizeof(float)), *b = malloc(nn * sizeof(float)), *c = malloc(nn * sizeof(float));
-    if (!a || !b || !c) {
-        free(a);
-        free(b);
-        free(c);
+    p->n = n;
+    p->a = probe_map(nn);
+    p->b = probe_map(nn);
+    p->c = probe_map(nn);
+    if (!p->a || !p->b || !p->c) {
+        sgemm_probe_free(p);
         return ftk_err(err, "sgemm peak: out of memory for three %d x %d matrices", n, n);
     }
     uint64_t rng = 12345;
     for (size_t i = 0; i < nn; i++) {
-        a[i] = ftk_rand_uniform(&rng) - 0.5f;
-        b[i] = ftk_rand_uniform(&rng) - 0.5f;
-        c[i] = 0.0f;
+        p->a[i] = ftk_rand_uniform(&rng) - 0.5f;
+        p->b[i] = ftk_rand_uniform(&rng) - 0.5f;
+        p->c[i] = 0.0f;
     }
+    return 0;
+}
+
+double sgemm_probe_peak(SgemmProbe *p, int reps, double *openblas_gflops, double *pool_gflops) {
+    if (reps < 1) reps = 1;
     // OpenBLAS's own threading at the pool's thread count, then back to one thread (the pool's setting)
     openblas_set_num_threads(par_threads());
-    *openblas_gflops = sgemm_best(a, b, c, n, reps, 0);
+    const double openblas = sgemm_best(p->a, p->b, p->c, p->n, reps, 0);
     openblas_set_num_threads(1);
-    *pool_gflops = sgemm_best(a, b, c, n, reps, 1);
-    free(a);
-    free(b);
-    free(c);
+    const double pool = sgemm_best(p->a, p->b, p->c, p->n, reps, 1);
+    if (openblas_gflops) *openblas_gflops = openblas;
+    if (pool_gflops) *pool_gflops = pool;
+    return openblas > pool ? openblas : pool;
+}
+
+void sgemm_probe_free(SgemmProbe *p) {
+    const size_t bytes = (size_t)p->n * p->n * sizeof(float);
+    if (p->a) munmap(p->a, bytes);
+    if (p->b) munmap(p->b, bytes);
+    if (p->c) munmap(p->c, bytes);
+    memset(p, 0, sizeof *p);
+}
+
+int bench_sgemm_peaks(int n, int reps, double *openblas_gflops, double *pool_gflops, char *err) {
+    *openblas_gflops = *pool_gflops = 0.0;
+    if (reps < 1) return ftk_err(err, "sgemm peak: bad repetitions %d", reps);
+    SgemmProbe p;
+    if (sgemm_probe_init(&p, n, err)) return -1;
+    sgemm_probe_peak(&p, reps, openblas_gflops, pool_gflops);
+    sgemm_probe_free(&p);
     return 0;
 }
 

@@ -14,6 +14,18 @@
 int bench_sgemm_peaks(int n, int reps, double *openblas_gflops, double *pool_gflops, char *err);
 int bench_sgemm_peak(int n, int reps, double *gflops, char *err);
 
+// The same measurement with its matrices kept, to repeat it beside every timed step: the speed of a
+// shared VM drifts by 10% and more over minutes, so each step is also judged against the peak of
+// its own moment. sgemm_probe_peak returns the larger of the two ways, best of reps. The matrices
+// are mapped in init and unmapped in free (their pages really go back).
+typedef struct {
+    int n;
+    float *a, *b, *c;
+} SgemmProbe;
+int sgemm_probe_init(SgemmProbe *p, int n, char *err);
+double sgemm_probe_peak(SgemmProbe *p, int reps, double *openblas_gflops, double *pool_gflops);
+void sgemm_probe_free(SgemmProbe *p);
+
 // Best of `reps` timings of reading buf (n floats, e.g. the model's weights) once, summing it, split
 // over `threads` threads (pthreads; 1 = the calling thread). Fills *bytes_per_s. The first read is
 // untimed (it faults the pages in).
