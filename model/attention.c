@@ -55,7 +55,7 @@ static void attn_forward_task(void *ctx, int task) {
     attn_dims(s, &qd, &kvd, &ld);
     const float scale = 1.0f / sqrtf((float)hd);
     float *S = par_scratch((size_t)ATT_BLOCK * T + ATT_BLOCK);   // (rows, keys) tile, row stride T
-    if (!S) return;   // out of memory: nothing sensible to do inside a kernel (T is small)
+    if (!S) return;   // only without attention_reserve, out of memory
     float *inv_sum = S + (size_t)ATT_BLOCK * T;                  // (rows) 1 / softmax denominator
     const float *base = job->qkv + (size_t)b * T * ld;
     const float *K = base + qd + kh * hd, *V = base + qd + kvd + kh * hd;
@@ -86,6 +86,11 @@ static void attn_forward_task(void *ctx, int task) {
     }
 }
 
+int attention_reserve(int T) {
+    // forward: a (rows, keys) tile + the row sums; backward: P and dP tiles
+    return par_scratch_reserve((size_t)2 * ATT_BLOCK * T + ATT_BLOCK);
+}
+
 double attention_score_area(int T) {
     double area = 0.0;
     for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
@@ -111,7 +116,7 @@ static void attn_backward_task(void *ctx, int task) {
     attn_dims(s, &qd, &kvd, &ld);
     const float scale = 1.0f / sqrtf((float)hd);
     float *P = par_scratch((size_t)2 * ATT_BLOCK * T);   // (rows, keys) probabilities, then dP; stride T
-    if (!P) return;
+    if (!P) return;   // only without attention_reserve, out of memory
     float *dP = P + (size_t)ATT_BLOCK * T;
     const float *base = job->qkv + (size_t)b * T * ld;
     float *dbase = job->dqkv + (size_t)b * T * ld;

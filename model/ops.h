@@ -133,6 +133,10 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 // of query rows against every key up to its last row): the FLOPs of a score product are
 // 2 * head_dim * attention_score_area(T).
 double attention_score_area(int T);
+// Each pool thread's tile scratch for sequences of T positions, reserved up front: call before
+// attention_forward/backward, outside the pool. 0, or -1 when out of memory. (Without it the tasks
+// allocate their tiles on first use, and a task that cannot skips its work.)
+int attention_reserve(int T);
 
 // Attention of M consecutive query rows of ONE sequence, at positions p0 .. p0+M-1, against that
 // sequence's cached keys/values kc, vc (p0 + M rows of kv_dim, the new rows already written);

@@ -161,15 +161,30 @@ void par_for(int n_tasks, ParTaskFn fn, void *ctx) {
     }
 }
 
+static int scratch_grow(int t, size_t floats);
+
 float *par_scratch(size_t floats) {
     const int t = tls_thread_id;
-    if (scratch_floats[t] >= floats && scratch_mem[t]) return scratch_mem[t];
+    return scratch_grow(t, floats) ? NULL : scratch_mem[t];
+}
+
+static int scratch_grow(int t, size_t floats) {
+    if (scratch_floats[t] >= floats && scratch_mem[t]) return 0;
     free(scratch_mem[t]);
+    scratch_mem[t] = NULL;
     scratch_floats[t] = 0;
+    if (floats > (SIZE_MAX - 64) / sizeof(float)) return -1;
     size_t bytes = ((floats ? floats : 1) * sizeof(float) + 63) & ~(size_t)63;
     scratch_mem[t] = aligned_alloc(64, bytes);
-    if (scratch_mem[t]) scratch_floats[t] = bytes / sizeof(float);
-    return scratch_mem[t];
+    if (!scratch_mem[t]) return -1;
+    scratch_floats[t] = bytes / sizeof(float);
+    return 0;
+}
+
+int par_scratch_reserve(size_t floats) {
+    for (int t = 0; t < pool.n_threads; t++)
+        if (scratch_grow(t, floats)) return -1;
+    return 0;
 }
 
 void par_free_scratch(void) {

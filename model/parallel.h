@@ -37,6 +37,10 @@ int par_thread_id(void);
 // releases every thread's scratch (call it only when no par_for is running).
 float *par_scratch(size_t floats);
 void par_free_scratch(void);
+// Grows the scratch of every thread of the pool to at least `floats` floats up front (call it
+// outside par_for), so that tasks asking for no more never allocate and never see NULL. 0, or -1
+// when out of memory.
+int par_scratch_reserve(size_t floats);
 
 // Row-major C = alpha op(A) op(B) + beta C, exactly the arguments of cblas_sgemm(CblasRowMajor, ...):
 // C (M, N), op(A) (M, K), op(B) (K, N). Cut into blocks of rows or columns of C by the shape and

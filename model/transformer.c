@@ -16,6 +16,7 @@
 
 #include "model/common.h"
 #include "model/ops.h"
+#include "model/parallel.h"
 #include "model/runstate.h"
 #include "model/weights_bf16.h"
 
@@ -547,6 +548,9 @@ int model_forward(const Model *m, const ModelAdapters *ad, RunState *rs, const i
     rs->used_dropout = dropout_rng != NULL;
     const int N = B * T;
 
+    if (attention_reserve(T))
+        return ftk_err(err, "forward: out of memory for the attention tiles (%d threads, %d positions)", par_threads(),
+                       T);
     embedding_forward(rs->x, tokens, m->w.tok_emb, m->w.tok_emb_bf16, nv ? ad->prompt : NULL, nv,
                       c->arch == ARCH_GPT2 ? m->w.pos_emb : NULL, rs->positions, B, Tt, c->dim);
     if (c->arch == ARCH_LLAMA) rope_tables(rs->rope_cos, rs->rope_sin, rs->positions, N, c->head_dim, c->rope_theta);
@@ -620,6 +624,9 @@ int model_backward(const Model *m, const ModelAdapters *ad, RunState *rs, char *
     int below = prompt_grad;
     for (int l = 0; l < c->n_layers; l++) below = below || needs[l].attn_train || needs[l].mlp_train;
     if (!below) return 0;
+    if (attention_reserve(rs->T))
+        return ftk_err(err, "backward: out of memory for the attention tiles (%d threads, %d positions)", par_threads(),
+                       rs->T);
     const int N = rs->B * rs->T;
     const size_t NC = (size_t)rs->B_max * rs->T_max * c->dim;
     memset(rs->dx, 0, (size_t)N * c->dim * sizeof(float));

@@ -158,6 +158,52 @@ static void test_par_for(void **state) {
     par_set_threads(1);
 }
 
+// par_scratch_reserve: after it, every task gets its thread's reserved buffer (no allocation);
+// a size that cannot be allocated fails with -1 instead of handing out NULL later.
+// Under AddressSanitizer an impossible allocation must come back NULL (as it does without it)
+// instead of aborting the test: the refusal is what is tested.
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
+
+typedef struct {
+    float *seen[PAR_MAX_THREADS];
+    atomic_int bad;
+} ScratchCtx;
+
+static void scratch_task(void *ctx, int i) {
+    (void)i;
+    ScratchCtx *c = ctx;
+    float *p = par_scratch(1000);
+    if (!p || p != c->seen[par_thread_id()]) atomic_store(&c->bad, 1);
+    p[999] = 1.0f;   // the whole reservation is usable
+}
+
+static void scratch_record(void *ctx, int i) {
+    (void)i;
+    ScratchCtx *c = ctx;
+    c->seen[par_thread_id()] = par_scratch(1);   // no growth: returns the reserved block
+}
+
+static void test_par_scratch_reserve(void **state) {
+    (void)state;
+    for (int threads = 1; threads <= 3; threads++) {
+        par_set_threads(threads);
+        par_free_scratch();
+        assert_int_equal(par_scratch_reserve(1000), 0);
+        ScratchCtx c = {{0}, 0};
+        for (int rep = 0; rep < 50; rep++) par_for(64, scratch_record, &c);
+        par_for(64, scratch_task, &c);
+        assert_int_equal(atomic_load(&c.bad), 0);
+        // (size_t)1 << 61 floats = 8 EiB: refused; a multiply that would wrap is refused too
+        assert_int_equal(par_scratch_reserve((size_t)1 << 61), -1);
+        assert_int_equal(par_scratch_reserve((size_t)-1 / 2), -1);
+        assert_int_equal(par_scratch_reserve(16), 0);   // and the pool recovers
+        assert_non_null(par_scratch(16));
+    }
+    par_free_scratch();
+    par_set_threads(1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // exp_poly
 
@@ -293,6 +339,7 @@ static void test_step_bitwise_gpt2_prompt(void **state) { (void)state; check_thr
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_par_for),
+        cmocka_unit_test(test_par_scratch_reserve),
         cmocka_unit_test(test_par_sgemm),
         cmocka_unit_test(test_par_sgemm_blocks),
         cmocka_unit_test(test_exp_poly),
