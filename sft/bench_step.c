@@ -235,6 +235,14 @@ void bench_step_flops(const BenchStep *bs, BenchFlops *f) {
         const int gu_train = slot_trainable(bs, l, LSLOT_GATE) || slot_trainable(bs, l, LSLOT_UP);
         const int mlp_train = gu_train || slot_trainable(bs, l, LSLOT_DOWN);
         if (!below_of[l] && !attn_train && !mlp_train) break;
+        if (bs->cfg.gradient_checkpointing) {   // backward first recomputes the layer, all but its down projection
+            f->linear += 2.0 * n * (qkv * C + C * qd + pre_w * C);
+            f->attention += 4.0 * B * qd * att_area;
+            for (int s = 0; s < LSLOT_COUNT; s++) {
+                const LoraHook *h = s == LSLOT_DOWN ? NULL : active_hook(bs, l, (LoraSlot)s);
+                if (h) f->lora += 2.0 * n * ((double)h->in + h->out) * h->r;
+            }
+        }
         const int into_attn = below_of[l] || attn_train, need_dact = into_attn || gu_train;
         if (need_dact) f->linear += 2.0 * n * C * F;   // down: (n, C) @ (C, F)
         f->lora += hooks_backward_flops(bs, l, DOWN, 1, n, need_dact);

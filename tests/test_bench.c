@@ -53,7 +53,8 @@ static ModelConfig tiny(Arch arch) {
     return c;
 }
 
-static void make_step(BenchStep *bs, Model *m, Arch arch, double mask, const char *targets, uint64_t seed) {
+static void make_step_ckpt(BenchStep *bs, Model *m, Arch arch, double mask, const char *targets, uint64_t seed,
+                           int checkpointing) {
     char err[FTK_ERR_LEN];
     ModelConfig c = tiny(arch);
     assert_int_equal(model_init_synthetic(m, &c, 99, err), 0);
@@ -64,8 +65,13 @@ static void make_step(BenchStep *bs, Model *m, Arch arch, double mask, const cha
     sc.lora_r = 2;
     sc.mask_fraction = mask;
     sc.seed = seed;
+    sc.gradient_checkpointing = checkpointing;
     snprintf(sc.target_modules, sizeof sc.target_modules, "%s", targets);
     if (bench_step_init(bs, m, &sc, err)) fail_msg("%s", err);
+}
+
+static void make_step(BenchStep *bs, Model *m, Arch arch, double mask, const char *targets, uint64_t seed) {
+    make_step_ckpt(bs, m, arch, mask, targets, seed, 0);
 }
 
 static void test_shape_param_counts(void **state) {
@@ -85,10 +91,10 @@ static void test_shape_param_counts(void **state) {
 }
 
 // executed FLOPs == what the sgemm calls of one step add up to, for several targets and masks
-static void check_executed(Arch arch, double mask, const char *targets) {
+static void check_executed_ckpt(Arch arch, double mask, const char *targets, int checkpointing) {
     Model m;
     BenchStep bs;
-    make_step(&bs, &m, arch, mask, targets, 5);
+    make_step_ckpt(&bs, &m, arch, mask, targets, 5, checkpointing);
     BenchFlops f;
     bench_step_flops(&bs, &f);
     BenchStepTimes t;
@@ -99,13 +105,15 @@ static void check_executed(Arch arch, double mask, const char *targets) {
     counting = 0;
     if (rc) fail_msg("%s", err);
     if (fabs(f.executed - counted_flops) > 0.5)
-        fail_msg("arch %d mask %g targets '%s': formula %.0f, sgemm calls %.0f (linear %.0f attention %.0f head %.0f "
+        fail_msg("arch %d mask %g targets '%s' checkpointing %d: formula %.0f, sgemm calls %.0f (linear %.0f attention %.0f head %.0f "
                  "lora %.0f)",
-                 arch, mask, targets, f.executed, counted_flops, f.linear, f.attention, f.head, f.lora);
+                 arch, mask, targets, checkpointing, f.executed, counted_flops, f.linear, f.attention, f.head, f.lora);
     assert_true(f.lora > 0);
     bench_step_free(&bs);
     model_free(&m);
 }
+
+static void check_executed(Arch arch, double mask, const char *targets) { check_executed_ckpt(arch, mask, targets, 0); }
 
 static void test_executed_flops_match_sgemm_calls(void **state) {
     (void)state;
@@ -116,6 +124,11 @@ static void test_executed_flops_match_sgemm_calls(void **state) {
     check_executed(ARCH_LLAMA, 0.0, "up_proj");             // MLP only: no attention backward in layer 0
     check_executed(ARCH_GPT2, 0.0, "");
     check_executed(ARCH_GPT2, 0.5, "c_attn,c_proj,c_fc");
+    // --gradient-checkpointing: backward recomputes every layer it visits (all but the down projection)
+    check_executed_ckpt(ARCH_LLAMA, 0.0, "", 1);
+    check_executed_ckpt(ARCH_LLAMA, 0.0, "all-linear", 1);
+    check_executed_ckpt(ARCH_LLAMA, 0.3, "up_proj", 1);
+    check_executed_ckpt(ARCH_GPT2, 0.5, "c_attn,c_proj,c_fc", 1);
 }
 
 static void test_model_flops_formula(void **state) {
