@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -173,7 +174,7 @@ static int scratch_grow(int t, size_t floats) {
     free(scratch_mem[t]);
     scratch_mem[t] = NULL;
     scratch_floats[t] = 0;
-    if (floats > (SIZE_MAX - 64) / sizeof(float)) return -1;
+    if (floats > (PTRDIFF_MAX - 64) / sizeof(float)) return -1;   // more than any allocator gives
     size_t bytes = ((floats ? floats : 1) * sizeof(float) + 63) & ~(size_t)63;
     scratch_mem[t] = aligned_alloc(64, bytes);
     if (!scratch_mem[t]) return -1;
