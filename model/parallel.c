@@ -162,13 +162,6 @@ void par_for(int n_tasks, ParTaskFn fn, void *ctx) {
     }
 }
 
-static int scratch_grow(int t, size_t floats);
-
-float *par_scratch(size_t floats) {
-    const int t = tls_thread_id;
-    return scratch_grow(t, floats) ? NULL : scratch_mem[t];
-}
-
 static int scratch_grow(int t, size_t floats) {
     if (scratch_floats[t] >= floats && scratch_mem[t]) return 0;
     free(scratch_mem[t]);
@@ -180,6 +173,11 @@ static int scratch_grow(int t, size_t floats) {
     if (!scratch_mem[t]) return -1;
     scratch_floats[t] = bytes / sizeof(float);
     return 0;
+}
+
+float *par_scratch(size_t floats) {
+    const int t = tls_thread_id;
+    return scratch_grow(t, floats) ? NULL : scratch_mem[t];
 }
 
 int par_scratch_reserve(size_t floats) {
